@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.synced
 
-.PHONY: venv run test lint format clean
+.PHONY: venv run test bench lint format clean
 
 venv: $(STAMP)
 
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml uv.lock
 
 run: venv
 	$(BIN)/eventgate serve
+
+bench: venv
+	$(BIN)/python bench/run.py --json bench/results.json
 
 lint: venv
 	$(BIN)/ruff check src tests examples bench
