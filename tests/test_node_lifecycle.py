@@ -33,7 +33,9 @@ def test_configuration_survives_kill_9_and_restart(
         register_echo(node.config_url, "echo", echo.url)
         node.kill()
         node.start()
-        response = httpx.post(node.events_url, content=b"still here")
+        response = httpx.post(
+            node.events_url, content=b"still here", headers={"content-type": "text/plain"}
+        )
         assert response.status_code == 200
         assert response.headers["compute-type"] == "function"
         assert response.text == "still here"

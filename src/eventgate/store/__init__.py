@@ -1,5 +1,21 @@
-"""The config store: one small interface, with an embedded SQLite backend (and etcd in a cluster)."""
+"""The config store: one small interface, an embedded SQLite backend, etcd in a cluster."""
 
-from eventgate.store.base import Change, Entry, KeyExists, RevisionMismatch, Store, StoreUnavailable
+from eventgate.store.base import (
+    Change,
+    Entry,
+    KeyExists,
+    RevisionMismatch,
+    Store,
+    StoreUnavailable,
+    WatchCompacted,
+)
 
-__all__ = ["Change", "Entry", "KeyExists", "RevisionMismatch", "Store", "StoreUnavailable"]
+__all__ = [
+    "Change",
+    "Entry",
+    "KeyExists",
+    "RevisionMismatch",
+    "Store",
+    "StoreUnavailable",
+    "WatchCompacted",
+]

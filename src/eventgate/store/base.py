@@ -42,6 +42,18 @@ class StoreUnavailable(Unavailable):
     """The backend cannot be reached; reads of the routing snapshot still work."""
 
 
+class WatchCompacted(Exception):
+    """A watch asked for changes the store no longer keeps: list again, then watch from there."""
+
+    def __init__(self, after_revision: int, compacted_revision: int) -> None:
+        super().__init__(
+            f"changes after revision {after_revision} are gone (history was compacted up to "
+            f"revision {compacted_revision}); list again and watch from the listed revision"
+        )
+        self.after_revision = after_revision
+        self.compacted_revision = compacted_revision
+
+
 class Store(ABC):
     """get/put/delete/list/watch over string keys and bytes values."""
 
@@ -66,7 +78,9 @@ class Store(ABC):
 
     @abstractmethod
     def watch(self, prefix: str, after_revision: int) -> AsyncIterator[Change]:
-        """Every change under `prefix` with a revision above `after_revision`, in order, forever."""
+        """Every change under `prefix` with a revision above `after_revision`, in order, forever.
+
+        Raises WatchCompacted (when iterated) if those changes are no longer kept."""
 
     @abstractmethod
     async def close(self) -> None:

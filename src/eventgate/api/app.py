@@ -1,0 +1,47 @@
+"""The config API (port 4001): the Event Gateway's `/v1/spaces/{space}/...` resources, status,
+metrics, and OpenAPI at `/openapi.json` with docs at `/docs`."""
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from eventgate import __version__
+from eventgate.api import cors, eventtypes, functions, subscriptions, system
+from eventgate.api.errors import install_error_handlers
+from eventgate.api.middleware import ConfigMetrics
+from eventgate.api.resources import Resources
+from eventgate.observability.metrics import Metrics
+from eventgate.store import Store
+
+DESCRIPTION = """\
+Configure an eventgate node the way you would configure the Serverless Event Gateway: register
+**functions**, bind them to events with **subscriptions** (`sync` subscriptions answer HTTP
+requests on the events port, `async` ones receive events in the background), declare **event
+types** and **CORS** settings. Every resource lives in a space (`/v1/spaces/{space}/...`).
+
+Errors always have the shape `{"errors": [{"message": "..."}]}`.
+"""
+
+
+def ok() -> dict[str, object]:
+    return {"status": "ok"}
+
+
+def create_config_app(
+    store: Store, metrics: Metrics, *, status: Callable[[], dict[str, object]] | None = None
+) -> FastAPI:
+    """The config API over `store`. `status` builds the `/v1/status` body (default: ok)."""
+    app = FastAPI(
+        title="eventgate config API",
+        description=DESCRIPTION,
+        version=__version__,
+        separate_input_output_schemas=False,
+    )
+    app.state.resources = Resources(store)
+    app.state.metrics = metrics
+    app.state.status = status or ok
+    for module in (functions, subscriptions, eventtypes, cors, system):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(ConfigMetrics, metrics=metrics)
+    return app
