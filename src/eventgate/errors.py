@@ -1,4 +1,4 @@
-"""The one error shape both ports answer with: the Event Gateway's `{"errors":[{"message":...}]}`."""
+"""The one JSON error shape both ports use, the Event Gateway's, and errors that map to statuses."""
 
 import orjson
 

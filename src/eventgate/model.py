@@ -1,4 +1,4 @@
-"""The configuration resources (functions, subscriptions, CORS, event types), their validation and ids.
+"""The configuration resources: functions, subscriptions, CORS and event types, with their ids.
 
 These are the shapes stored in the config store (as JSON) and served by the config API. The field
 names follow the Event Gateway's API so that its clients and the seed tutorial work unchanged.
