@@ -5,24 +5,35 @@ store instance on the same data (same file, same cluster and key root) each time
 """
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from eventgate.store import Change, KeyExists, RevisionMismatch, Store, StoreUnavailable
+from eventgate.store.etcd import EtcdStore
 from eventgate.store.sqlite import SqliteStore
+from tests.etcd_server import EtcdServer, etcd_server  # noqa: F401 - a fixture
 
 StoreOpener = Callable[[], Awaitable[Store]]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "etcd"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreOpener]:
     opened: list[Store] = []
+    open_backend: StoreOpener
+    if request.param == "etcd":  # one server per module, a key prefix of its own per test
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        prefix = f"/eventgate-test/{uuid.uuid4().hex}/"
+        open_backend = partial(EtcdStore.open, server.url, prefix=prefix)
+    else:
+        open_backend = partial(SqliteStore.open, tmp_path / "config.db")
 
     async def open_another() -> Store:
-        store = await SqliteStore.open(tmp_path / "config.db")
+        store = await open_backend()
         opened.append(store)
         return store
 
@@ -80,9 +91,10 @@ async def test_every_write_gets_a_higher_revision(store: Store) -> None:
     second = await store.put("k/a", b"2")
     third = await store.put("k/b", b"3")
     assert first.revision < second.revision < third.revision
-    assert await store.delete("k/a")
+    deleted = await store.delete("k/a")
+    assert deleted is not None and deleted > third.revision
     _, after_delete = await store.list("k/")
-    assert after_delete > third.revision
+    assert after_delete == deleted
 
 
 async def test_create_fails_when_the_key_exists(store: Store) -> None:
@@ -109,7 +121,7 @@ async def test_expect_revision_guards_put_and_delete(store: Store) -> None:
 async def test_delete_of_a_missing_key_is_false_and_writes_nothing(store: Store) -> None:
     await store.put("k/a", b"1")
     _, before = await store.list("")
-    assert not await store.delete("k/missing")
+    assert await store.delete("k/missing") is None
     _, after = await store.list("")
     assert after == before
 

@@ -1,7 +1,7 @@
 """The config API (port 4001): the Event Gateway's `/v1/spaces/{space}/...` resources, status,
 metrics, and OpenAPI at `/openapi.json` with docs at `/docs`."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 
@@ -28,16 +28,21 @@ def ok() -> dict[str, object]:
 
 
 def create_config_app(
-    store: Store, metrics: Metrics, *, status: Callable[[], dict[str, object]] | None = None
+    store: Store,
+    metrics: Metrics,
+    *,
+    status: Callable[[], dict[str, object]] | None = None,
+    settle: Callable[[int], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """The config API over `store`. `status` builds the `/v1/status` body (default: ok)."""
+    """The config API over `store`. `status` builds the `/v1/status` body (default: ok);
+    `settle(revision)` is awaited after each write before answering (see `Resources`)."""
     app = FastAPI(
         title="eventgate config API",
         description=DESCRIPTION,
         version=__version__,
         separate_input_output_schemas=False,
     )
-    app.state.resources = Resources(store)
+    app.state.resources = Resources(store, settle)
     app.state.metrics = metrics
     app.state.status = status or ok
     for module in (functions, subscriptions, eventtypes, cors, system):

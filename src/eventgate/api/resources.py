@@ -23,6 +23,9 @@ from eventgate.store import Entry, KeyExists, RevisionMismatch, Store
 
 R = TypeVar("R", Function, Subscription, Cors, EventType)
 Check = Callable[[R], Awaitable[None]]
+Settle = Callable[[int], Awaitable[None]]
+"""Called with a write's store revision before the API answers: the node waits there until its
+routing snapshot includes the write, so an event sent right after a 201 or 204 is routed by it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +108,9 @@ EVENT_TYPES = Kind(
 class Resources:
     """Create, read, update and delete any `Kind` in the store, with Event Gateway errors."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, settle: Settle | None = None) -> None:
         self.store = store
+        self._settle = settle
         self._writes = asyncio.Lock()
 
     async def get(self, kind: Kind[R], space: str, resource_id: str) -> R:
@@ -132,11 +136,12 @@ class Resources:
             if check is not None:
                 await check(resource)
             try:
-                await self.store.put(
+                entry = await self.store.put(
                     kind.key(resource.space, resource_id), _dump(resource), create=True
                 )
             except KeyExists:
                 raise Conflict(f'{kind.label} "{resource_id}" {kind.exists}.') from None
+        await self._settled(entry.revision)
         return resource
 
     async def update(
@@ -171,9 +176,10 @@ class Resources:
                 await check(updated)
             key = kind.key(space, resource_id)
             try:
-                await self.store.put(key, _dump(updated), expect_revision=revision)
+                entry = await self.store.put(key, _dump(updated), expect_revision=revision)
             except RevisionMismatch:
                 raise _changed_meanwhile(kind, resource_id) from None
+        await self._settled(entry.revision)
         return updated
 
     async def delete(
@@ -190,8 +196,13 @@ class Resources:
                 )
             except RevisionMismatch:
                 raise _changed_meanwhile(kind, resource_id) from None
-        if not deleted:
+        if deleted is None:
             raise NotFound(f'{kind.label} "{resource_id}" not found.')
+        await self._settled(deleted)
+
+    async def _settled(self, revision: int) -> None:
+        if self._settle is not None:
+            await self._settle(revision)
 
     async def _find(self, kind: Kind[R], space: str, resource_id: str) -> tuple[R, int]:
         for candidate in dict.fromkeys((resource_id, unquote(resource_id))):

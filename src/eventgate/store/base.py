@@ -73,8 +73,8 @@ class Store(ABC):
         fails with RevisionMismatch unless the key is at that revision."""
 
     @abstractmethod
-    async def delete(self, key: str, *, expect_revision: int | None = None) -> bool:
-        """Remove `key`; False if it was not there."""
+    async def delete(self, key: str, *, expect_revision: int | None = None) -> int | None:
+        """Remove `key`: the store revision of the delete, or None if the key was not there."""
 
     @abstractmethod
     def watch(self, prefix: str, after_revision: int) -> AsyncIterator[Change]:

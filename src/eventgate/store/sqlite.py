@@ -105,11 +105,11 @@ class SqliteStore(Store):
         self._wake_watchers()
         return entry
 
-    async def delete(self, key: str, *, expect_revision: int | None = None) -> bool:
-        deleted = await self._run(self._delete, key, expect_revision)
-        if deleted:
+    async def delete(self, key: str, *, expect_revision: int | None = None) -> int | None:
+        revision = await self._run(self._delete, key, expect_revision)
+        if revision is not None:
             self._wake_watchers()
-        return deleted
+        return revision
 
     async def watch(self, prefix: str, after_revision: int) -> AsyncIterator[Change]:
         wake = asyncio.Event()
@@ -207,16 +207,16 @@ class SqliteStore(Store):
             )
         return Entry(key, value, revision)
 
-    def _delete(self, key: str, expect_revision: int | None) -> bool:
+    def _delete(self, key: str, expect_revision: int | None) -> int | None:
         conn = self._db
         with _transaction(conn, "IMMEDIATE"):
             current = self._revision_of(conn, key)
             if not current:
-                return False
+                return None
             self._check_expected(key, current, expect_revision)
-            self._log(conn, key, None)
+            revision = self._log(conn, key, None)
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
-        return True
+        return revision
 
     def _changes_after(self, prefix: str, cursor: int) -> tuple[list[Change], int]:
         conn = self._db

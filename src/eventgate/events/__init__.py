@@ -1,0 +1,1 @@
+"""Events: the `http.request` event and the CloudEvents envelopes eventgate builds."""
