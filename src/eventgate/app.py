@@ -20,9 +20,12 @@ from eventgate.dataplane.upstream import UpstreamPool
 from eventgate.observability.metrics import Metrics
 from eventgate.routing.table import RoutingTable
 from eventgate.settings import Settings
+from eventgate.store import Store
+from eventgate.store.etcd import EtcdStore
 from eventgate.store.sqlite import SqliteStore
 
 log = logging.getLogger("eventgate")
+SETTLE_TIMEOUT = 2.0
 
 
 class _ConfigServer(uvicorn.Server):
@@ -44,7 +47,7 @@ class Node:
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await SqliteStore.open(settings.data_dir / "config.db")
+        self.store = await open_store(settings)
         self.routing = RoutingTable(self.store, self.metrics)
         await self.routing.start()
         self.upstream = UpstreamPool(max_body_bytes=settings.max_body_bytes)
@@ -57,7 +60,9 @@ class Node:
             idle_timeout=settings.idle_timeout,
         )
         await self.events_server.start(settings.host, settings.events_port)
-        config_app = create_config_app(self.store, self.metrics, status=self.status)
+        config_app = create_config_app(
+            self.store, self.metrics, status=self.status, settle=self._routed
+        )
         self.config_server = _ConfigServer(
             uvicorn.Config(
                 config_app,
@@ -88,20 +93,36 @@ class Node:
     def config_port(self) -> int:
         return self.config_server.servers[0].sockets[0].getsockname()[1]
 
+    async def _routed(self, revision: int) -> None:
+        """Wait (bounded) until this node routes with the write at `revision`."""
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await self.routing.wait_for_revision(revision)
+        except TimeoutError:
+            log.warning(
+                "routing has not caught up with revision %d after %ss", revision, SETTLE_TIMEOUT
+            )
+
     def status(self) -> dict[str, object]:
-        """What `/v1/status` reports about this node."""
-        return {
-            "status": "draining" if self.gateway.draining else "ok",
-            "routing": self.routing.describe(),
-        }
+        """What `/v1/status` reports: `ok`, `draining`, or `degraded` while the config store
+        cannot be followed (the node keeps routing from its last snapshot)."""
+        routing = self.routing.describe()
+        if self.gateway.draining:
+            state = "draining"
+        elif not routing["following"]:
+            state = "degraded"
+        else:
+            state = "ok"
+        return {"status": state, "store": self.settings.store.split("://")[0], "routing": routing}
 
     async def stop(self) -> None:
         """Drain: new events get 503, in-flight requests finish (bounded), then close."""
         self.gateway.start_draining()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.drain_timeout
-        while self.events_server.in_flight and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self.events_server.wait_drained()
+        except TimeoutError:
+            log.warning("drain timed out with %d requests in flight", self.events_server.in_flight)
         self.events_server.stop_accepting()
         await self.events_server.close()
         self.config_server.should_exit = True
@@ -110,6 +131,15 @@ class Node:
         await self.routing.stop()
         await self.upstream.close()
         await self.store.close()
+
+
+async def open_store(settings: Settings) -> Store:
+    """The config store the settings name: embedded SQLite, or etcd for a cluster."""
+    if settings.store == "sqlite":
+        return await SqliteStore.open(settings.data_dir / "config.db")
+    if settings.store.startswith("etcd://"):
+        return await EtcdStore.open(settings.store, prefix=settings.store_prefix)
+    raise ValueError(f"--store {settings.store!r}: use 'sqlite' or 'etcd://host:port[,...]'")
 
 
 async def serve(settings: Settings) -> None:

@@ -19,6 +19,9 @@ class Settings:
     events_port: int = 4000
     config_port: int = 4001
     data_dir: Path = Path(".eventgate")
+    # Config store: "sqlite" (embedded, under data_dir) or "etcd://host:port[,host:port...]".
+    store: str = "sqlite"
+    store_prefix: str = "/eventgate/"
     log_level: str = "info"
     log_format: str = "text"
     # Data plane limits.
