@@ -27,6 +27,12 @@ class BodyTooLarge(Exception):
     """The request body went past the configured limit."""
 
 
+class BodyIncomplete(Exception):
+    """The request body ended early: the client disconnected, stalled past the read timeout, or
+    sent malformed chunked framing. A handler that lets it escape gets a 400 (if the client is
+    still there to hear it)."""
+
+
 @dataclass(slots=True)
 class Request:
     """One parsed HTTP request. Header names are lower-case bytes, in arrival order."""

@@ -1,0 +1,410 @@
+"""One upstream HTTP/1.1 connection and the response read from it.
+
+`UpstreamConnection` is an asyncio.Protocol that writes one request at a time and parses the
+answer with `httptools.HttpResponseParser`; `UpstreamResponse` is the handle the caller reads
+the body through, and gives the connection back to its pool when the body ends.
+"""
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol, cast
+
+import httptools
+
+from eventgate.dataplane.flow_control import HIGH_WATER, LOW_WATER, FlowControl
+from eventgate.dataplane.types import Headers
+
+BYTES = (bytes, bytearray, memoryview)
+_FRAMING = (b"content-length", b"transfer-encoding")
+_SMALL_BODY = 64 * 1024
+"""Bytes bodies below this size are copied into the head's buffer: one write, one syscall."""
+
+
+class UpstreamError(Exception):
+    """Calling an upstream failed."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """Could not connect, or the connection closed before a response began (502)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """No (complete) response in time (504)."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The response was malformed, cut short, or larger than allowed (502)."""
+
+
+class ClosedBeforeResponse(UpstreamConnectError):
+    """The connection closed before any byte of the response: safe to retry a replayable
+    request once, if the connection had been idle in the pool."""
+
+
+class ConnectionOwner(Protocol):
+    """The pool a connection returns to."""
+
+    def release(self, conn: "UpstreamConnection") -> None: ...
+
+    def forget(self, conn: "UpstreamConnection") -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A keep-alive connection to one (scheme, host, port), one exchange at a time."""
+
+    def __init__(self, owner: ConnectionOwner, key: tuple[str, str, int]) -> None:
+        self.key = key
+        self._owner = owner
+        self.loop = asyncio.get_running_loop()
+        """The loop it runs on (the pool reads its clock here: `get_running_loop` costs a
+        getpid() system call each time)."""
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._flow: FlowControl
+        self.alive = False
+        self.idle_since = 0.0
+        self.deadline = 0.0
+        """When the current wait times out (`loop.time()` clock)."""
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        # The current exchange.
+        self._active = False
+        self._head_only = False
+        self._fresh_parser = False
+        self._got_bytes = False
+        self._interim = False
+        self._spoilt = False
+        """The request was not sent whole: the connection cannot carry another."""
+        self.status = 0
+        self.headers: Headers = []
+        self.headers_done = False
+        self.done = False
+        self.keep_alive = False
+        self.error: UpstreamError | None = None
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.read_all = False
+
+    # Driving an exchange (the pool and the response)
+
+    async def exchange(
+        self,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes],
+        chunked: bool,
+        head_only: bool,
+        deadline: float,
+        gap: float,
+        max_body: int,
+    ) -> "UpstreamResponse":
+        """Send one request on this (idle or new) connection; return once its head is in."""
+        if self._fresh_parser:  # a HEAD answer may have left the parser expecting a body
+            self._parser = httptools.HttpResponseParser(self)
+            self._fresh_parser = False
+        self._active = True
+        self._head_only = head_only
+        self._got_bytes = self._interim = self._spoilt = False
+        self.headers = []
+        self.headers_done = self.done = self.keep_alive = self.read_all = False
+        self.error = None
+        self.deadline = deadline
+        transport = self._transport
+        assert transport is not None
+        try:
+            if transport.is_closing():  # closed by the far side, its end not processed yet
+                raise ClosedBeforeResponse("the upstream closed the connection")
+            if isinstance(body, BYTES):
+                if len(body) < _SMALL_BODY:
+                    transport.write(head + body if body else head)
+                else:
+                    transport.writelines((head, body))
+            else:
+                await self._send_stream(head, body, chunked, gap)
+                self.deadline = self.loop.time() + gap
+            while not self.headers_done:
+                if self.error is not None:
+                    raise self.error
+                await self._waiting()
+        except BaseException:
+            self.close()
+            raise
+        return UpstreamResponse(self, gap, max_body)
+
+    async def _send_stream(
+        self, head: bytes, body: AsyncIterable[bytes], chunked: bool, gap: float
+    ) -> None:
+        """Send the head, then the body as it comes, waiting whenever the socket is full; stop
+        early if the upstream answers (or leaves) first. An error raised by the body itself
+        (the client's upload failing) propagates as it is."""
+        transport = self._transport
+        assert transport is not None
+        transport.write(head)
+        self._spoilt = True  # until the whole body is out
+        async for chunk in body:
+            if self.headers_done or transport.is_closing():
+                break
+            if chunk:
+                transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await self._drain(gap)
+        else:
+            if not transport.is_closing():
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+                self._spoilt = False
+        await self._drain(gap)
+
+    async def _drain(self, gap: float) -> None:
+        """Wait while the transport's write buffer is full (and no answer came early); raise if
+        the connection failed."""
+        while self._flow.write_paused and self.alive and not self.headers_done:
+            self.deadline = self.loop.time() + gap
+            await self._waiting()
+        if not self.alive and not self.headers_done:
+            raise self.error or ClosedBeforeResponse("the upstream closed the connection")
+
+    async def wait_gap(self, seconds: float) -> None:
+        """Wait up to `seconds` for more of the response; raise the connection's error."""
+        if self.error is not None:
+            raise self.error
+        self.deadline = self.loop.time() + seconds
+        await self._waiting()
+
+    def _waiting(self) -> asyncio.Future[None]:
+        """A future the connection resolves on progress, failed with UpstreamTimeout at
+        `deadline`. One timer per connection, re-armed lazily rather than per wait."""
+        waiter = self._waiter = self.loop.create_future()
+        timer = self._timer
+        if timer is None or timer.when() > self.deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(self.deadline, self._on_timer)
+        return waiter
+
+    def take(self) -> bytes:
+        """One buffered body chunk (the caller checked there is one)."""
+        chunk = self.chunks.popleft()
+        self.buffered -= len(chunk)
+        if self._flow.read_paused and self.buffered <= LOW_WATER:
+            self._flow.resume_reading()
+        return chunk
+
+    def want_all(self) -> None:
+        """The reader wants the whole body: buffer it without pausing the socket."""
+        self.read_all = True
+        self._flow.resume_reading()
+
+    def finish(self) -> None:
+        """The exchange is over and its body consumed: back to the pool, or closed."""
+        self._active = False
+        if self.keep_alive and self.alive and self.done and not self._spoilt:
+            self._owner.release(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self._active = False
+        self.alive = False
+        if self._transport is not None:
+            self._transport.close()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
+        self._flow = FlowControl(transport)
+        self.alive = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.alive = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._owner.forget(self)
+        if self._active and not self.done and self.error is None:
+            if self.headers_done and self._ends_at_eof():
+                self.done = True
+            elif not self._got_bytes:
+                self.error = ClosedBeforeResponse("the upstream closed the connection")
+            else:
+                self.error = UpstreamProtocolError("the upstream closed mid-response")
+        self._wake()
+
+    def _ends_at_eof(self) -> bool:
+        """Whether the response's body is delimited by the end of the connection."""
+        if self.status == 204 or self.status == 304:
+            return False
+        return all(name not in _FRAMING for name, _ in self.headers)
+
+    def eof_received(self) -> bool | None:
+        self.alive = False
+        return None  # close; connection_lost decides what the end meant
+
+    def pause_writing(self) -> None:
+        self._flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._flow.resume_writing()
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._active or self.done:  # bytes nobody asked for: this connection is spoilt
+            self.close()
+            return
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.done:
+                self.error = UpstreamProtocolError(f"malformed upstream response: {exc}")
+                self._wake()
+            self.close()
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue, 103 Early Hints): skip it
+            self._interim = True
+            self.headers = []
+            return
+        self.status = status
+        self.keep_alive = parser.should_keep_alive()
+        self.headers_done = True
+        if self._head_only:
+            self.done = True
+            self._fresh_parser = True
+        self._wake()
+
+    def on_body(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > HIGH_WATER and not self.read_all:
+            self._flow.pause_reading()
+        if self._waiter is not None:
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+        elif not self.done:
+            self.done = True
+            if self._waiter is not None:
+                self._wake()
+
+    # Waking
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self.loop.time() >= self.deadline:
+            self._waiter = None
+            waiter.set_exception(UpstreamTimeout("the upstream did not answer in time"))
+        else:
+            self._timer = self.loop.call_at(self.deadline, self._on_timer)
+
+
+class UpstreamResponse:
+    """An upstream's answer: status and headers now, the body read whole or streamed.
+
+    The connection goes back to the pool as soon as the body has been consumed; `aclose`
+    discards an unread body (closing the connection). Header names are lower-case.
+    """
+
+    __slots__ = ("_conn", "_max_body", "_timeout", "headers", "status")
+
+    def __init__(self, conn: UpstreamConnection, timeout: float, max_body: int) -> None:
+        self.status = conn.status
+        self.headers: Headers = conn.headers
+        self._timeout = timeout
+        self._max_body = max_body
+        self._conn: UpstreamConnection | None = conn
+        if conn.done and not conn.chunks:
+            self._release()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived already (reading it will not wait)."""
+        return self._conn is None or self._conn.done
+
+    async def read(self) -> bytes:
+        """The whole body; UpstreamProtocolError past the pool's `max_body_bytes`."""
+        conn = self._conn
+        if conn is None:
+            return b""
+        if not conn.done or conn.buffered > self._max_body:
+            await self._read_rest(conn)
+        chunks = conn.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        conn.buffered = 0
+        self._conn = None
+        conn.finish()
+        return data
+
+    async def _read_rest(self, conn: UpstreamConnection) -> None:
+        try:
+            conn.want_all()
+            while not conn.done:
+                self._check_size(conn)
+                await conn.wait_gap(self._timeout)
+            self._check_size(conn)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            raise StopAsyncIteration
+        if not conn.chunks:
+            try:
+                while not conn.chunks and not conn.done:
+                    await conn.wait_gap(self._timeout)
+            except BaseException:
+                self._abandon()
+                raise
+            if not conn.chunks:
+                self._release()
+                raise StopAsyncIteration
+        chunk = conn.take()
+        if conn.done and not conn.chunks:
+            self._release()
+        return chunk
+
+    async def aclose(self) -> None:
+        """Discard the rest of the body; the connection closes unless it was all read."""
+        self._abandon()
+
+    def _check_size(self, conn: UpstreamConnection) -> None:
+        if conn.buffered > self._max_body:
+            raise UpstreamProtocolError(f"upstream body is larger than {self._max_body} bytes")
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finish()
+
+    def _abandon(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
