@@ -3,7 +3,9 @@
     python bench/run.py [--seconds 5] [--connections 64] [--json results.json] [scenario ...]
 
 Scenarios: `proxy` and `eventgateway` (wrk -> eventgate -> nginx backend, beside wrk -> nginx
-proxy_pass -> backend and wrk -> backend directly).
+proxy_pass -> backend and wrk -> backend directly), and `async` (CloudEvents accepted durably and
+delivered to the nginx backend, beside SQLite's own one-row-per-fsynced-commit rate; see
+`async_delivery.py`).
 """
 
 import argparse
@@ -11,6 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from async_delivery import async_scenario, report
 from harness import Processes, WrkResult, post_json, require_tools, run_wrk
 
 ENVELOPE_REPLY = '{"statusCode":200,"headers":{"Content-Type":"text/plain"},"body":"Hello"}'
@@ -72,7 +75,7 @@ def format_row(name: str, result: WrkResult) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenarios", nargs="*", default=["proxy", "eventgateway"])
+    parser.add_argument("scenarios", nargs="*", default=["proxy", "eventgateway", "async"])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -80,6 +83,11 @@ def main() -> None:
     require_tools()
     results = []
     for scenario in args.scenarios:
+        if scenario == "async":
+            result = async_scenario(args.seconds, args.connections)
+            results.append(result)
+            report(result, args.seconds, args.connections)
+            continue
         result = gateway_scenario(scenario, args.seconds, args.connections)
         results.append(result)
         print(f"{scenario} mode ({args.connections} connections, {args.seconds}s each):")

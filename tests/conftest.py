@@ -1,10 +1,11 @@
 """Shared fixtures: eventgate nodes and echo functions as real processes on free loopback ports."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.delivery_helpers import LocalNode
 from tests.processes import EchoProcess, EventgateProcess
 
 
@@ -29,3 +30,11 @@ def echo_function() -> Iterator[Callable[[str], EchoProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+async def local_node(tmp_path: Path) -> AsyncIterator[LocalNode]:
+    """A whole node in the test's event loop (see `tests/delivery_helpers.py`)."""
+    node = await LocalNode(tmp_path / "node").start()
+    yield node
+    await node.close()

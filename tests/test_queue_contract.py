@@ -359,3 +359,48 @@ def test_every_acknowledged_append_survives_sigkill(tmp_path: Path) -> None:
     missing, depth = asyncio.run(missing_after_reopen())
     assert missing == []
     assert depth >= len(ids)  # appends that committed after the last printed line count too
+
+
+async def test_rejected_events_are_recorded_but_never_delivered_nor_originals(
+    queue: Queue,
+) -> None:
+    refused = NewEvent("default", "/s", "r1", "user.created", b"{}", [Target("a", "f")], '{"m":1}')
+    await queue.reject(refused, 403, "denied by the authorizer")
+    assert await queue.claim(10, 30) == []
+    [life] = await queue.life("default", "r1")
+    assert (life.event.rejected_status, life.event.rejected) == (403, "denied by the authorizer")
+    assert (life.event.origin, life.deliveries) == ('{"m":1}', ())
+    [accepted] = await queue.append([event("r1", "a")])  # a refusal is not an original
+    assert not accepted.duplicate
+
+
+async def test_duplicates_are_counted_on_the_original(queue: Queue) -> None:
+    await queue.append([event("e1", "a")])
+    await queue.append([event("e1", "a"), event("e1", "a")])
+    [life] = await queue.life("default", "e1")
+    assert life.event.duplicates == 2
+
+
+async def test_listeners_hear_of_new_due_work(queue: Queue, clock: Clock) -> None:
+    heard: list[set[tuple[str, str]]] = []
+    queue.listen(heard.append)
+    await queue.append([event("e1", "a", "b"), event("e2")])
+    await queue.append([event("e1", "a")])  # a duplicate brings no work
+    assert heard == [{("default", "a"), ("default", "b")}]
+    [delivery, *_] = await queue.claim(10, 30, space="default", subscription_id="a")
+    await queue.dead_letter(delivery, attempt(clock, status=400), "no")
+    await queue.redrive("default")
+    assert heard[-1] == {("default", "a")}
+
+
+async def test_due_times_and_release(queue: Queue, clock: Clock) -> None:
+    await queue.append([event("e1", "a"), event("e2", "b")])
+    start = clock()
+    assert await queue.due_times() == {("default", "a"): start, ("default", "b"): start}
+    [held] = await queue.claim(1, 30, space="default", subscription_id="a")
+    assert (await queue.due_times("default", "a")) == {("default", "a"): start + 30}
+    assert await queue.release([held]) == 1
+    assert await queue.release([held]) == 1  # still the same claim: harmless
+    [again] = await queue.claim(1, 30, space="default", subscription_id="a")
+    assert (again.id, again.tries) == (held.id, 0)
+    assert await queue.release([held]) == 0  # a stale claim releases nothing

@@ -15,9 +15,14 @@ import uvicorn
 
 from eventgate.api.app import create_config_app
 from eventgate.dataplane.gateway import Gateway
+from eventgate.dataplane.ingress import Ingress
 from eventgate.dataplane.server import DataPlaneServer
 from eventgate.dataplane.upstream import UpstreamPool
+from eventgate.delivery import Retention, SqliteQueue
+from eventgate.delivery.dispatcher import Dispatcher
 from eventgate.observability.metrics import Metrics
+from eventgate.providers.base import Deliverer
+from eventgate.providers.http_delivery import HttpDeliverer
 from eventgate.routing.table import RoutingTable
 from eventgate.settings import Settings
 from eventgate.store import Store
@@ -51,7 +56,28 @@ class Node:
         self.routing = RoutingTable(self.store, self.metrics)
         await self.routing.start()
         self.upstream = UpstreamPool(max_body_bytes=settings.max_body_bytes)
-        self.gateway = Gateway(self.routing, self.upstream, self.metrics, settings)
+        self.queue = await SqliteQueue.open(
+            settings.data_dir / "queue", dedupe_window=settings.dedupe_window
+        )
+        deliverers: dict[str, Deliverer] = {"http": HttpDeliverer(self.upstream)}
+        self.dispatcher = Dispatcher(
+            self.queue,
+            self.routing,
+            deliverers,
+            self.metrics,
+            function_timeout=settings.function_timeout,
+            lease=settings.delivery_lease,
+            retention=Retention(settings.retention, settings.retention_events),
+        )
+        await self.dispatcher.start()
+        ingress = Ingress(
+            self.queue,
+            deliverers,
+            self.metrics,
+            function_timeout=settings.function_timeout,
+            max_batch=settings.max_batch,
+        )
+        self.gateway = Gateway(self.routing, self.upstream, self.metrics, settings, ingress)
         self.events_server = DataPlaneServer(
             self.gateway.handle,
             max_header_bytes=settings.max_header_bytes,
@@ -61,7 +87,7 @@ class Node:
         )
         await self.events_server.start(settings.host, settings.events_port)
         config_app = create_config_app(
-            self.store, self.metrics, status=self.status, settle=self._routed
+            self.store, self.metrics, status=self.status, settle=self._routed, queue=self.queue
         )
         self.config_server = _ConfigServer(
             uvicorn.Config(
@@ -116,8 +142,12 @@ class Node:
         return {"status": state, "store": self.settings.store.split("://")[0], "routing": routing}
 
     async def stop(self) -> None:
-        """Drain: new events get 503, in-flight requests finish (bounded), then close."""
+        """Drain: new events get 503, in-flight requests finish (bounded); deliveries in flight
+        finish within what is left of the drain timeout or are released for the next start;
+        then everything closes."""
         self.gateway.start_draining()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
                 await self.events_server.wait_drained()
@@ -125,10 +155,12 @@ class Node:
             log.warning("drain timed out with %d requests in flight", self.events_server.in_flight)
         self.events_server.stop_accepting()
         await self.events_server.close()
+        await self.dispatcher.stop(max(0.0, deadline - loop.time()))
         self.config_server.should_exit = True
         if self._config_task is not None:
             await self._config_task
         await self.routing.stop()
+        await self.queue.close()
         await self.upstream.close()
         await self.store.close()
 

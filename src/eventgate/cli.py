@@ -18,6 +18,27 @@ def main() -> None:
     """eventgate: an event gateway and function runtime."""
 
 
+class Duration(click.ParamType):
+    """Seconds (`300`, `0.5`) or an ISO-8601 duration (`PT5M`, `P7D`)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        from eventgate.model import parse_duration
+
+        try:
+            return float(value) if value.replace(".", "", 1).isdigit() else parse_duration(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+DURATION = Duration()
+
+
 def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
     """A `serve` flag that is also settable as `EVENTGATE_<NAME>` and names a Settings field."""
     envvar = "EVENTGATE_" + name.removeprefix("--").replace("-", "_").upper()
@@ -48,6 +69,26 @@ def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 @_option("--log-format", default="text", type=click.Choice(["text", "json"]))
+@_option(
+    "--function-timeout",
+    type=DURATION,
+    default="PT5S",
+    help="Per-call timeout of functions that set none (seconds or ISO-8601).",
+)
+@_option(
+    "--dedupe-window",
+    type=DURATION,
+    default="PT5M",
+    help="An event whose source and id were accepted this recently is not delivered again.",
+)
+@_option(
+    "--delivery-lease",
+    type=DURATION,
+    default="PT30S",
+    help="Extra time a claimed delivery is held past its timeout before it is redelivered.",
+)
+@_option("--retention", type=DURATION, default="P7D", help="How long finished events are kept.")
+@_option("--retention-events", type=int, default=1_000_000, help="At most this many events kept.")
 def serve(**options: Any) -> None:
     """Start a node: the events API and the config API. SIGTERM or SIGINT drains, then exits 0."""
     import uvloop

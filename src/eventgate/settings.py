@@ -31,5 +31,16 @@ class Settings:
     idle_timeout: float = 75.0
     # Default per-call timeout for functions that do not set one.
     function_timeout: float = 5.0
-    # How long a SIGTERM/SIGINT drain waits for in-flight requests.
+    # How long a SIGTERM/SIGINT drain waits for in-flight requests and deliveries.
     drain_timeout: float = 30.0
+    # Async delivery (the queue is `queue.db` under data_dir). An event whose source and id were
+    # accepted within `dedupe_window` seconds is answered 202 again but not delivered twice.
+    dedupe_window: float = 300.0
+    # A claimed delivery is leased for its attempt's timeout plus this; if the node dies, it is
+    # delivered again once the lease runs out.
+    delivery_lease: float = 30.0
+    # Finished events (and their attempts) are kept this long, and at most this many events.
+    retention: float = 7 * 86400.0
+    retention_events: int = 1_000_000
+    # Events in one batched-mode request.
+    max_batch: int = 1000

@@ -6,10 +6,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 
 from eventgate import __version__
-from eventgate.api import cors, eventtypes, functions, subscriptions, system
+from eventgate.api import cors, delivery, eventtypes, functions, subscriptions, system
 from eventgate.api.errors import install_error_handlers
 from eventgate.api.middleware import ConfigMetrics
 from eventgate.api.resources import Resources
+from eventgate.delivery import Queue
 from eventgate.observability.metrics import Metrics
 from eventgate.store import Store
 
@@ -17,7 +18,9 @@ DESCRIPTION = """\
 Configure an eventgate node the way you would configure the Serverless Event Gateway: register
 **functions**, bind them to events with **subscriptions** (`sync` subscriptions answer HTTP
 requests on the events port, `async` ones receive events in the background), declare **event
-types** and **CORS** settings. Every resource lives in a space (`/v1/spaces/{space}/...`).
+types** (with a JSON Schema and an authorizer) and **CORS** settings. Every resource lives in a
+space (`/v1/spaces/{space}/...`). Ask where an event went at `/events/{eventId}`, and inspect,
+delete or redrive the deliveries that failed for good at `/deadletters`.
 
 Errors always have the shape `{"errors": [{"message": "..."}]}`.
 """
@@ -33,9 +36,11 @@ def create_config_app(
     *,
     status: Callable[[], dict[str, object]] | None = None,
     settle: Callable[[int], Awaitable[None]] | None = None,
+    queue: Queue | None = None,
 ) -> FastAPI:
     """The config API over `store`. `status` builds the `/v1/status` body (default: ok);
-    `settle(revision)` is awaited after each write before answering (see `Resources`)."""
+    `settle(revision)` is awaited after each write before answering (see `Resources`); `queue`
+    serves event lives and dead letters (without it those answer 503)."""
     app = FastAPI(
         title="eventgate config API",
         description=DESCRIPTION,
@@ -45,7 +50,8 @@ def create_config_app(
     app.state.resources = Resources(store, settle)
     app.state.metrics = metrics
     app.state.status = status or ok
-    for module in (functions, subscriptions, eventtypes, cors, system):
+    app.state.queue = queue
+    for module in (functions, subscriptions, eventtypes, cors, delivery, system):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(ConfigMetrics, metrics=metrics)

@@ -1,4 +1,5 @@
-"""`/v1/spaces/{space}/eventtypes`: named event types, optionally with an authorizer function.
+"""`/v1/spaces/{space}/eventtypes`: named event types, optionally with an authorizer function and
+a JSON Schema (`schema`) for their events' data; both are enforced at the events port.
 
 Registering an event type is optional here (the Event Gateway 0.9 required it before subscribing;
 the seed tutorial predates that and never registers `http.request`).
@@ -60,7 +61,7 @@ async def get_event_type(space: Space, name: Name, resources: ResourcesDep) -> R
     "/{name}",
     response_model=EventType,
     openapi_extra=request_body(EventType),
-    summary="Replace an event type's authorizer and metadata",
+    summary="Replace an event type's authorizer, schema and metadata",
 )
 async def update_event_type(
     space: Space, name: Name, body: JsonBody, resources: ResourcesDep

@@ -8,7 +8,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from eventgate.model import NAME_PATTERN
 from eventgate.observability.metrics import Metrics
 
-_RESOURCES = frozenset({"functions", "subscriptions", "cors", "eventtypes"})
+_RESOURCES = frozenset(
+    {"functions", "subscriptions", "cors", "eventtypes", "events", "deadletters"}
+)
 _WRITES = {"POST": "create", "PUT": "update", "DELETE": "delete"}
 _SPACE = re.compile(NAME_PATTERN)
 

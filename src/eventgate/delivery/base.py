@@ -7,6 +7,8 @@ is claimed again once its lease runs out: delivery is at-least-once. Every attem
 so the life of an event (where it went, what each target answered) can be told afterwards.
 
 Times are Unix seconds from the queue's clock. Deliveries are keyed by space and subscription id.
+Listeners (`listen`) hear which subscriptions got new due work (appends, redrives), so that a
+dispatcher need not poll.
 
     [accepted] = await queue.append([NewEvent(space, source, id, type, payload, targets)])
     for delivery in await queue.claim(limit=10, lease_seconds=30, space=s, subscription_id=sub):
@@ -17,7 +19,7 @@ Times are Unix seconds from the queue's clock. Deliveries are keyed by space and
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -41,7 +43,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to accept: its identity (space, source, id), type, stored bytes and targets."""
+    """An event to accept: its identity (space, source, id), type, stored bytes and targets;
+    `origin` says where it was received (JSON text, kept as given)."""
 
     space: str
     source: str
@@ -49,6 +52,7 @@ class NewEvent:
     type: str
     payload: bytes
     targets: Sequence[Target]
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,9 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """A stored event."""
+    """A stored event. `rejected_status` and `rejected` (the reason) are set for an event that
+    was refused at the door (recorded by `reject`); `duplicates` counts the copies received
+    again within the dedupe window."""
 
     space: str
     source: str
@@ -70,6 +76,10 @@ class EventRecord:
     type: str
     received_at: float
     payload: bytes
+    origin: str = ""
+    rejected_status: int | None = None
+    rejected: str | None = None
+    duplicates: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,16 @@ class Queue(ABC):
         """Store events and their deliveries; returns once they are durable (fsync)."""
 
     @abstractmethod
+    async def reject(self, event: NewEvent, status: int, reason: str) -> None:
+        """Record an event that was refused (its targets are ignored): it is never delivered
+        and never counts as the original of a duplicate, but its life can be looked up."""
+
+    @abstractmethod
+    def listen(self, listener: Callable[[set[tuple[str, str]]], None]) -> None:
+        """Call `listener` (on the event loop) with the (space, subscription id) pairs that got
+        deliveries due now, after each append or redrive that made some."""
+
+    @abstractmethod
     async def claim(
         self,
         limit: int,
@@ -178,8 +198,20 @@ class Queue(ABC):
         """Record the last attempt (if one was made) and make the delivery a dead letter."""
 
     @abstractmethod
+    async def release(self, deliveries: Sequence[Delivery]) -> int:
+        """Give claims back unsettled (a node stopping mid-call): due now, no attempt counted.
+        Returns how many were still held."""
+
+    @abstractmethod
     async def depth(self) -> dict[tuple[str, str], int]:
         """Pending deliveries per (space, subscription id)."""
+
+    @abstractmethod
+    async def due_times(
+        self, space: str | None = None, subscription_id: str | None = None
+    ) -> dict[tuple[str, str], float]:
+        """The earliest due time of the pending deliveries of each (space, subscription id),
+        or of one subscription; leased deliveries count as due when their lease runs out."""
 
     @abstractmethod
     async def life(self, space: str, event_id: str, source: str | None = None) -> list[EventLife]:

@@ -16,6 +16,20 @@ T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any]
 
 
+class Batched:
+    """A write that shares one call with the other writes of the same `function` in its
+    transaction: `function(connection, items)` returns one result per item, in order."""
+
+    __slots__ = ("function", "item")
+
+    def __init__(self, function: Callable[[sqlite3.Connection, list[Any]], list[Any]], item: Any):
+        self.function = function
+        self.item = item
+
+    def __call__(self, connection: sqlite3.Connection) -> Any:
+        return self.function(connection, [self.item])[0]
+
+
 class ConnectionThread:
     """One SQLite connection used only from its own thread."""
 
@@ -68,6 +82,13 @@ class GroupCommit:
         self._pending.append((write, future))
         self._wakeup.set()
         return await future
+
+    async def submit_batched(
+        self, function: Callable[[sqlite3.Connection, list[Any]], list[T]], item: Any
+    ) -> T:
+        """Like `submit`, but the items of every such write in a transaction go to one
+        `function(connection, items)` call (e.g. one multi-row insert for many appends)."""
+        return await self.submit(Batched(function, item))
 
     async def close(self) -> None:
         """Commit what was submitted, then stop."""
@@ -131,7 +152,7 @@ class GroupCommit:
         connection = self._thread.connection
         connection.execute("BEGIN IMMEDIATE")
         try:
-            results = [write(connection) for write in writes]
+            results = _run_writes(connection, writes)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -139,3 +160,21 @@ class GroupCommit:
             raise
         self.commits += 1
         return results
+
+
+def _run_writes(connection: sqlite3.Connection, writes: list[Write]) -> list[Any]:
+    """Run the writes of one transaction; `Batched` ones once per function, with all their
+    items (writes in one transaction come from concurrent callers, so order among them is
+    free)."""
+    results: list[Any] = [None] * len(writes)
+    groups: dict[Any, list[int]] = {}
+    for index, write in enumerate(writes):
+        if isinstance(write, Batched):
+            groups.setdefault(write.function, []).append(index)
+        else:
+            results[index] = write(connection)
+    for function, indexes in groups.items():
+        items = [writes[index].item for index in indexes]  # type: ignore[attr-defined]
+        for index, result in zip(indexes, function(connection, items), strict=True):
+            results[index] = result
+    return results

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from eventgate.delivery import tables
+from eventgate.delivery import tables, writes
 from eventgate.delivery.base import (
     Accepted,
     Attempt,
@@ -63,6 +63,7 @@ class SqliteQueue(Queue):
         self._clock = clock
         self._appended = 0
         self._duplicates = 0
+        self._listeners: list[Callable[[set[tuple[str, str]]], None]] = []
 
     @classmethod
     async def open(
@@ -82,45 +83,39 @@ class SqliteQueue(Queue):
         return queue
 
     async def append(self, events: Sequence[NewEvent]) -> list[Accepted]:
-        accepted = await self._group.submit(lambda connection: self._append(connection, events))
+        accepted = await self._group.submit_batched(self._insert, events)
         duplicates = sum(result.duplicate for result in accepted)
         self._duplicates += duplicates
         self._appended += len(accepted) - duplicates
+        if self._listeners:
+            self._notify(
+                {
+                    (event.space, target.subscription_id)
+                    for event, result in zip(events, accepted, strict=True)
+                    if not result.duplicate
+                    for target in event.targets
+                }
+            )
         return accepted
 
-    def _append(self, connection: sqlite3.Connection, events: Sequence[NewEvent]) -> list[Accepted]:
+    def _insert(
+        self, connection: sqlite3.Connection, batches: list[Sequence[NewEvent]]
+    ) -> list[list[Accepted]]:
+        return writes.insert_events(connection, batches, self._clock(), self._dedupe_window)
+
+    async def reject(self, event: NewEvent, status: int, reason: str) -> None:
         now = self._clock()
-        accepted = []
-        for event in events:
-            if self._dedupe_window > 0:
-                original = connection.execute(
-                    "SELECT fanout FROM events WHERE space = ? AND id = ? AND source = ?"
-                    " AND received_at >= ? ORDER BY seq DESC LIMIT 1",
-                    (event.space, event.id, event.source, now - self._dedupe_window),
-                ).fetchone()
-                if original is not None:
-                    accepted.append(Accepted(duplicate=True, deliveries=original[0]))
-                    continue
-            seq = connection.execute(
-                "INSERT INTO events (space, source, id, type, received_at, fanout, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.space,
-                    event.source,
-                    event.id,
-                    event.type,
-                    now,
-                    len(event.targets),
-                    event.payload,
-                ),
-            ).lastrowid
-            connection.executemany(
-                "INSERT INTO deliveries (event_seq, space, subscription_id, function_id, state,"
-                " due) VALUES (?, ?, ?, ?, 'pending', ?)",
-                [(seq, event.space, t.subscription_id, t.function_id, now) for t in event.targets],
-            )
-            accepted.append(Accepted(duplicate=False, deliveries=len(event.targets)))
-        return accepted
+        await self._group.submit(
+            lambda connection: writes.insert_rejected(connection, event, now, status, reason)
+        )
+
+    def listen(self, listener: Callable[[set[tuple[str, str]]], None]) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, keys: set[tuple[str, str]]) -> None:
+        if keys:
+            for listener in self._listeners:
+                listener(keys)
 
     async def claim(
         self,
@@ -155,30 +150,34 @@ class SqliteQueue(Queue):
         return await self._group.submit(claim)
 
     async def ack(self, delivery: Delivery, attempt: Attempt) -> bool:
-        return await self._settle(delivery, attempt, "state = 'delivered'", ())
+        return await self._settle(delivery, attempt, writes.DELIVERED, None)
 
     async def retry(self, delivery: Delivery, not_before: float, attempt: Attempt) -> bool:
-        return await self._settle(delivery, attempt, "due = ?", (not_before,))
+        return await self._settle(delivery, attempt, writes.RETRY, not_before)
 
     async def dead_letter(self, delivery: Delivery, attempt: Attempt | None, error: str) -> bool:
-        return await self._settle(delivery, attempt, "state = 'dead', error = ?", (error,))
+        return await self._settle(delivery, attempt, writes.DEAD, error)
 
     async def _settle(
-        self, delivery: Delivery, attempt: Attempt | None, assign: str, params: tuple[object, ...]
+        self, delivery: Delivery, attempt: Attempt | None, kind: str, value: object
     ) -> bool:
-        def settle(connection: sqlite3.Connection) -> bool:
-            if attempt is not None:
-                tables.add_attempt(connection, int(delivery.id), attempt)
-            return (
-                connection.execute(
-                    f"UPDATE deliveries SET {assign}, tries = tries + ?"
-                    " WHERE id = ? AND lease = ? AND state = 'pending'",
-                    (*params, attempt is not None, int(delivery.id), delivery.lease),
-                ).rowcount
-                == 1
-            )
+        item = writes.Settlement(int(delivery.id), delivery.lease, attempt, kind, value)
+        return await self._group.submit_batched(writes.settle, item)
 
-        return await self._group.submit(settle)
+    async def release(self, deliveries: Sequence[Delivery]) -> int:
+        if not deliveries:
+            return 0
+        now = self._clock()
+        rows = [(now, int(delivery.id), delivery.lease) for delivery in deliveries]
+        return await self._group.submit(
+            lambda connection: (
+                connection.executemany(
+                    "UPDATE deliveries SET due = ? WHERE id = ? AND lease = ?"
+                    " AND state = 'pending'",
+                    rows,
+                ).rowcount
+            )
+        )
 
     async def depth(self) -> dict[tuple[str, str], int]:
         rows = await self._read(
@@ -187,6 +186,25 @@ class SqliteQueue(Queue):
             (),
         )
         return {(space, subscription): count for space, subscription, count in rows}
+
+    async def due_times(
+        self, space: str | None = None, subscription_id: str | None = None
+    ) -> dict[tuple[str, str], float]:
+        where, params = "state = 'pending'", ()
+        if subscription_id is not None:
+            where, params = (
+                where + " AND space = ? AND subscription_id = ?",
+                (
+                    space,
+                    subscription_id,
+                ),
+            )
+        rows = await self._read(
+            f"SELECT space, subscription_id, min(due) FROM deliveries WHERE {where}"
+            " GROUP BY space, subscription_id",
+            params,
+        )
+        return {(space_, subscription): due for space_, subscription, due in rows}
 
     async def life(self, space: str, event_id: str, source: str | None = None) -> list[EventLife]:
         return await self._reader.call(
@@ -225,11 +243,15 @@ class SqliteQueue(Queue):
         where, params = "state = 'dead' AND space = ?", (space,)
         if subscription_id is not None:
             where, params = where + " AND subscription_id = ?", (space, subscription_id)
-        return await self._update(
+        sql = (
             "UPDATE deliveries SET state = 'pending', due = ?, tries = 0, error = NULL"
-            f" WHERE {where}",
-            (self._clock(), *params),
+            f" WHERE {where} RETURNING space, subscription_id"
         )
+        rows = await self._group.submit(
+            lambda connection: connection.execute(sql, (self._clock(), *params)).fetchall()
+        )
+        self._notify({(space_, subscription) for space_, subscription in rows})
+        return len(rows)
 
     async def purge(self, retention: Retention) -> int:
         cutoff = self._clock() - retention.max_age

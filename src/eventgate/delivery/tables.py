@@ -1,6 +1,6 @@
 """The SQLite queue's tables: the schema, connections, and reading and removing records (events,
 deliveries with their attempts, dead letters, retention deletes). Plain functions of a
-connection, run on the queue's threads.
+connection, run on the queue's threads. Appends and settlements are in `writes.py`.
 """
 
 import sqlite3
@@ -27,7 +27,11 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     received_at REAL NOT NULL,
     fanout INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    origin TEXT NOT NULL DEFAULT '',
+    rejected_status INTEGER,
+    rejected TEXT,
+    duplicates INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_identity ON events (space, id, source);
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
@@ -72,18 +76,38 @@ def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     else:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.executescript(SCHEMA)
+        _add_missing_columns(connection)
     connection.execute("PRAGMA synchronous = FULL")
     return connection
 
 
-_EVENT_COLUMNS = "seq, space, source, id, type, received_at, payload"
+# Columns added after the first release of the schema, for queue files made before them.
+_ADDED = {
+    "origin": "TEXT NOT NULL DEFAULT ''",
+    "rejected_status": "INTEGER",
+    "rejected": "TEXT",
+    "duplicates": "INTEGER NOT NULL DEFAULT 0",
+}
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(events)")}
+    for name, declaration in _ADDED.items():
+        if name not in present:
+            connection.execute(f"ALTER TABLE events ADD COLUMN {name} {declaration}")
+
+
+_EVENT_COLUMNS = (
+    "seq, space, source, id, type, received_at, payload, origin, rejected_status, rejected,"
+    " duplicates"
+)
 _DELIVERY_COLUMNS = "id, event_seq, subscription_id, function_id, state, due, error"
 _FINISHED = (
     "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.state = 'pending')"
 )
 
 
-def _ids(values: Iterable[int]) -> str:
+def ids_json(values: Iterable[int]) -> str:
     """A JSON array for `IN (SELECT value FROM json_each(?))`: one parameter for any count."""
     return orjson.dumps(sorted(values)).decode()
 
@@ -92,26 +116,9 @@ def events(connection: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Eve
     """The events with these sequence numbers, by sequence number."""
     rows = connection.execute(
         f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN (SELECT value FROM json_each(?))",
-        (_ids(seqs),),
+        (ids_json(seqs),),
     )
     return {seq: EventRecord(*fields) for seq, *fields in rows}
-
-
-def add_attempt(connection: sqlite3.Connection, delivery_id: int, attempt: Attempt) -> None:
-    """Record one attempt of a delivery (if the delivery still exists)."""
-    connection.execute(
-        "INSERT INTO attempts (delivery_id, at, target, latency, status, error)"
-        " SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?)",
-        (
-            delivery_id,
-            attempt.at,
-            attempt.target,
-            attempt.latency,
-            attempt.status,
-            attempt.error,
-            delivery_id,
-        ),
-    )
 
 
 def _deliveries(connection: sqlite3.Connection, rows: list[tuple]) -> list[DeliveryRecord]:
@@ -120,7 +127,7 @@ def _deliveries(connection: sqlite3.Connection, rows: list[tuple]) -> list[Deliv
     for delivery_id, *fields in connection.execute(
         "SELECT delivery_id, at, target, latency, status, error FROM attempts"
         " WHERE delivery_id IN (SELECT value FROM json_each(?)) ORDER BY rowid",
-        (_ids(attempts),),
+        (ids_json(attempts),),
     ):
         attempts[delivery_id].append(Attempt(*fields))
     return [
@@ -180,7 +187,7 @@ def delete_finished(
     where, order, params = "1", "seq", [limit]
     if before is not None:
         where, order, params = "received_at < ?", "received_at", [before, limit]
-    seqs = _ids(
+    seqs = ids_json(
         seq
         for (seq,) in connection.execute(
             f"SELECT seq FROM events e WHERE {where} AND {_FINISHED} ORDER BY {order} LIMIT ?",

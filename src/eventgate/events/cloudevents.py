@@ -60,6 +60,7 @@ __all__ = [
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
+_NEEDS_NO_QUOTING = re.compile(r"[!#$&-~]*")  # printable ASCII but space, '"' and '%'
 
 
 class Mode(StrEnum):
@@ -238,4 +239,6 @@ def to_binary(event: CloudEvent) -> tuple[Headers, bytes]:
 def encode_header_value(value: ExtensionValue) -> bytes:
     """The canonical string of an attribute value, percent-encoded for an HTTP header."""
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if _NEEDS_NO_QUOTING.fullmatch(text):
+        return text.encode("ascii")
     return quote(text, safe=_HEADER_SAFE).encode("ascii")

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from eventgate.events.policy import EventPolicy
 from eventgate.model import (
     HTTP_EVENT_TYPE,
     Cors,
@@ -60,6 +61,10 @@ class Route:
     subscription: Subscription
     function: Function
     target: HttpTarget
+
+    @property
+    def space(self) -> str:
+        return self.subscription.space
 
     @property
     def label(self) -> str:
@@ -112,6 +117,12 @@ class RoutingSnapshot:
     asynchronous: dict[tuple[str, str, str], tuple[Route, ...]] = field(default_factory=dict)
     cors: dict[str, PathTree[CorsPolicy]] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    policies: dict[tuple[str, str], EventPolicy] = field(default_factory=dict)
+    """Event types with a schema or an authorizer, by (space, name)."""
+    subscribers: dict[tuple[str, str], Route] = field(default_factory=dict)
+    """Async routes by (space, subscription id): what the dispatcher delivers to."""
+    type_spaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The spaces that registered each event type name."""
 
     @classmethod
     def build(
@@ -156,14 +167,40 @@ class RoutingSnapshot:
                 )
             else:
                 owners[sub.route_key] = sub
+        types = {(t.space, t.name): t for t in event_types}
+        policies = {}
+        for key, event_type in types.items():
+            if event_type.data_schema is None and event_type.authorizer_id is None:
+                continue
+            authorizer = by_id.get((event_type.space, event_type.authorizer_id or ""))
+            if event_type.authorizer_id is not None and authorizer is None:
+                problems.append(
+                    f"event type {event_type.name!r} in space {event_type.space!r} names "
+                    f"authorizer {event_type.authorizer_id!r}, which does not exist: its "
+                    "events are refused"
+                )
+            try:
+                policies[key] = EventPolicy.build(event_type, authorizer)
+            except Exception as error:  # a schema stored behind the API's back
+                problems.append(
+                    f"event type {event_type.name!r} in space {event_type.space!r}: "
+                    f"schema does not compile ({error}): ignored"
+                )
         return cls(
             revision=revision,
             functions=by_id,
-            event_types={(t.space, t.name): t for t in event_types},
+            event_types=types,
             sync=sync,
             asynchronous={key: tuple(routes) for key, routes in asynchronous.items()},
             cors=_cors_trees(cors, problems),
             problems=tuple(problems),
+            policies=policies,
+            type_spaces=_type_spaces(types),
+            subscribers={
+                (route.subscription.space, route.subscription.subscription_id or ""): route
+                for routes in asynchronous.values()
+                for route in routes
+            },
         )
 
     def lookup_sync(
@@ -188,6 +225,10 @@ class RoutingSnapshot:
         Gateway), across all spaces, each once."""
         return self.asynchronous.get((event_type, method, path), ())
 
+    def policy(self, space: str, event_type: str) -> EventPolicy | None:
+        """The schema and authorizer an event type asks for in a space, if any."""
+        return self.policies.get((space, event_type)) if self.policies else None
+
     def match_cors(self, method: str, path: str) -> CorsPolicy | None:
         """The CORS config for a method and path (same tree semantics as routes)."""
         tree = self.cors.get(method)
@@ -195,6 +236,13 @@ class RoutingSnapshot:
             return None
         found = tree.lookup(path)
         return found[0] if found is not None else None
+
+
+def _type_spaces(types: dict[tuple[str, str], EventType]) -> dict[str, tuple[str, ...]]:
+    spaces: dict[str, list[str]] = {}
+    for space, name in sorted(types):
+        spaces.setdefault(name, []).append(space)
+    return {name: tuple(found) for name, found in spaces.items()}
 
 
 def _cors_trees(configs: Iterable[Cors], problems: list[str]) -> dict[str, PathTree[CorsPolicy]]:

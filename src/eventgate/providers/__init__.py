@@ -1,0 +1,1 @@
+"""How functions are called: `http` (eventgateway, cloudevents and proxy modes)."""
