@@ -69,7 +69,7 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     status, headers, body = curl(
         "--request", "POST", "--url", events, "--data", '{"message": "Hello world!"}'
     )
-    assert status == 200
+    assert status == 200, body
     assert headers["compute-type"] == "function"
     assert headers["content-type"] == "text/plain; charset=utf-8"
     assert headers["content-length"] == "27"
@@ -103,7 +103,7 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     status, headers, body = curl(
         "--request", "POST", "--url", events, "--data", '{"message": "Hello World!"}'
     )
-    assert status == 200
+    assert status == 200, body
     assert headers["compute-type"] == "container"
     assert headers["content-type"] == "text/plain; charset=utf-8"
     assert body == b'{"message": "Hello World!"}'
