@@ -123,7 +123,7 @@ class PythonProvider(Resource):
     finds in `context["secrets"]`."""
 
     image: str = Field(pattern=NAME_PATTERN, min_length=1)
-    handler: str = Field(pattern=HANDLER_PATTERN, description="module.function, e.g. hello.handle")
+    handler: str = Field(description="module.function, e.g. hello.handle")
     source: str = Field(min_length=1, description="base64 of a .tar.gz of the source folder")
     timeout: str | None = Field(default=None, description="ISO-8601 duration, e.g. PT30S")
     memory_mb: int | None = Field(default=None, alias="memoryMB", ge=16, le=1 << 20)
@@ -132,13 +132,18 @@ class PythonProvider(Resource):
     secrets: list[str] = Field(default_factory=list)
     io_schema: FunctionSchema | None = Field(default=None, alias="schema")
 
-    _timeout_is_duration = field_validator("timeout")(_check_duration)
-
     @field_validator("timeout")
     @classmethod
     def _timeout_in_range(cls, value: str | None) -> str | None:
         if value is not None and not 0 < parse_duration(value) <= 86400:
             raise ValueError("timeout must be above zero and at most P1D")
+        return value
+
+    @field_validator("handler")
+    @classmethod
+    def _handler_names_a_function(cls, value: str) -> str:
+        if not re.fullmatch(HANDLER_PATTERN, value):
+            raise ValueError(f"{value!r} must be module.function, e.g. hello.handle")
         return value
 
     @field_validator("env")

@@ -3,7 +3,8 @@
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+import orjson
+from fastapi import APIRouter, Path, Request, Response
 
 from eventgate.api.common import (
     JsonBody,
@@ -15,8 +16,9 @@ from eventgate.api.common import (
     resource_response,
 )
 from eventgate.api.errors import ERROR_RESPONSES
-from eventgate.api.resources import EVENT_TYPES, FUNCTIONS, SUBSCRIPTIONS, Resources
-from eventgate.errors import ValidationFailed
+from eventgate.api.python import DEPLOY_WAIT, check_python_function, function_json, python_of
+from eventgate.api.resources import EVENT_TYPES, FUNCTIONS, SUBSCRIPTIONS, Check, Resources
+from eventgate.errors import Unavailable, ValidationFailed
 from eventgate.model import Function
 
 router = APIRouter(
@@ -33,21 +35,30 @@ FunctionId = Annotated[str, Path(description="The function's id, e.g. `echo`.")]
     summary="Register a function",
     responses={409: {"description": "A function with this id is already registered"}},
 )
-async def create_function(space: Space, body: JsonBody, resources: ResourcesDep) -> Response:
-    function = await resources.create(FUNCTIONS, FUNCTIONS.parse_new(space, body))
-    return resource_response(function, 201)
+async def create_function(
+    space: Space, body: JsonBody, resources: ResourcesDep, request: Request
+) -> Response:
+    function = FUNCTIONS.parse_new(space, body)
+    function = await resources.create(FUNCTIONS, function, _python_check(request, function))
+    return await _function_response(request, function, 201)
 
 
 @router.get("", summary="List functions, optionally filtered by `metadata.<key>=<value>`")
 async def list_functions(
-    space: Space, metadata: MetadataFilter, resources: ResourcesDep
+    space: Space, metadata: MetadataFilter, resources: ResourcesDep, request: Request
 ) -> Response:
-    return list_response(FUNCTIONS.list_key, await resources.list(FUNCTIONS, space, metadata))
+    functions = await resources.list(FUNCTIONS, space, metadata)
+    if python_of(request) is None or all(f.type != "python" for f in functions):
+        return list_response(FUNCTIONS.list_key, functions)
+    found = [await function_json(python_of(request), f, 0.0) for f in functions]
+    return Response(orjson.dumps({FUNCTIONS.list_key: found}), media_type="application/json")
 
 
 @router.get("/{function_id}", response_model=Function, summary="Get a function")
-async def get_function(space: Space, function_id: FunctionId, resources: ResourcesDep) -> Response:
-    return resource_response(await resources.get(FUNCTIONS, space, function_id))
+async def get_function(
+    space: Space, function_id: FunctionId, resources: ResourcesDep, request: Request
+) -> Response:
+    return await _function_response(request, await resources.get(FUNCTIONS, space, function_id))
 
 
 @router.put(
@@ -57,9 +68,11 @@ async def get_function(space: Space, function_id: FunctionId, resources: Resourc
     summary="Replace a function's type, provider and metadata",
 )
 async def update_function(
-    space: Space, function_id: FunctionId, body: JsonBody, resources: ResourcesDep
+    space: Space, function_id: FunctionId, body: JsonBody, resources: ResourcesDep, request: Request
 ) -> Response:
-    return resource_response(await resources.update(FUNCTIONS, space, function_id, body))
+    check = partial(_check_python, request)
+    function = await resources.update(FUNCTIONS, space, function_id, body, check)
+    return await _function_response(request, function)
 
 
 @router.delete(
@@ -67,8 +80,38 @@ async def update_function(
     status_code=204,
     summary="Delete a function that no subscription or event type uses",
 )
-async def delete_function(space: Space, function_id: FunctionId, resources: ResourcesDep) -> None:
+async def delete_function(
+    space: Space, function_id: FunctionId, resources: ResourcesDep, request: Request
+) -> None:
     await resources.delete(FUNCTIONS, space, function_id, partial(_check_unused, resources))
+    python = python_of(request)
+    if python is not None:
+        await python.forget(space, function_id)
+
+
+def _python_check(request: Request, function: Function) -> Check[Function] | None:
+    return partial(_check_python, request) if function.type == "python" else None
+
+
+async def _check_python(request: Request, function: Function) -> None:
+    """Python functions: the node runs them, their source fits, their image and secrets exist."""
+    if function.type != "python":
+        return
+    python = python_of(request)
+    if python is None:
+        raise Unavailable("Python functions are not enabled on this node.")
+    await check_python_function(request.app.state.resources, python, function)
+
+
+async def _function_response(request: Request, function: Function, status: int = 200) -> Response:
+    """The function, and for a python one its status here (once deployed, or after a while)."""
+    if function.type != "python":
+        return resource_response(function, status)
+    python = python_of(request)
+    if python is not None:
+        await python.catch_up()
+    found = await function_json(python, function, DEPLOY_WAIT)
+    return Response(orjson.dumps(found), status, media_type="application/json")
 
 
 async def _check_unused(resources: Resources, function: Function) -> None:

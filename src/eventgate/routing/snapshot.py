@@ -55,12 +55,40 @@ class HttpTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class PythonTarget:
+    """A python function, run by this node's runtime (`providers/python.py`)."""
+
+    space: str
+    function_id: str
+    timeout: float | None
+    mode: str = "python"
+
+    @property
+    def url(self) -> str:
+        """How the function is named in logs and attempts."""
+        return f"python:{self.space}/{self.function_id}"
+
+    @classmethod
+    def from_function(cls, function: Function) -> "PythonTarget":
+        timeout = function.provider.timeout
+        seconds = parse_duration(timeout) if timeout else None
+        return cls(function.space, function.function_id, seconds)
+
+
+def target_of(function: Function) -> "HttpTarget | PythonTarget":
+    """How to call a function of either type."""
+    if function.type == "python":
+        return PythonTarget.from_function(function)
+    return HttpTarget.from_function(function)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One subscription bound to its function, ready to call."""
 
     subscription: Subscription
     function: Function
-    target: HttpTarget
+    target: HttpTarget | PythonTarget
 
     @property
     def space(self) -> str:
@@ -137,7 +165,7 @@ class RoutingSnapshot:
         depend on it (conflicts are settled by space name, then id)."""
         problems: list[str] = []
         by_id = {(f.space, f.function_id): f for f in functions}
-        targets = {key: HttpTarget.from_function(f) for key, f in by_id.items()}
+        targets = {key: target_of(f) for key, f in by_id.items()}
         sync: dict[tuple[str, str], PathTree[Route]] = {}
         owners: dict[tuple[str, str, str], Subscription] = {}
         asynchronous: dict[tuple[str, str, str], list[Route]] = {}

@@ -284,7 +284,10 @@ class _ForkServer:
                 _drain(self.wake_r)
                 self.reap()
             if self.ctl in readable:
-                data, fds, _, _ = socket.recv_fds(self.ctl, _CONTROL_BUFFER, 1)
+                try:
+                    data, fds, _, _ = socket.recv_fds(self.ctl, _CONTROL_BUFFER, 1)
+                except ConnectionResetError:  # the parent closed with our reports unread
+                    return
                 if not data:
                     return
                 self.handle(json.loads(data), fds)
