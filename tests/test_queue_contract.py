@@ -1,7 +1,13 @@
 """The contract every delivery queue backend keeps, written against the `Queue` interface.
 
-Add a backend by adding a parameter to the `open_queue` fixture: a factory that opens the same
-queue again (same directory, cluster or stream) each time it is called, on the test's clock.
+Add a backend by adding a parameter to the `backend` fixture and a branch to `open_queue`: a
+factory that opens the same queue again (same directory, cluster or stream) each time it is
+called, on the test's clock.
+
+Both backends run every test but those that travel in time with the test's clock (`time_travel`),
+which run on the SQLite queue alone: JetStream keeps leases, backoffs and the dedupe window on the
+server's clock. Each of those properties is also checked in real time, with short durations, on
+both backends (the `*_in_real_time` tests).
 """
 
 import asyncio
@@ -9,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +31,8 @@ from eventgate.delivery import (
     State,
     Target,
 )
+from eventgate.delivery.natsqueue import NatsQueue
+from tests.nats_server import nats_server  # noqa: F401 - a fixture
 
 
 class Clock:
@@ -46,14 +56,35 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "nats"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# For tests that move the test's clock to expire leases, backoffs or windows: the SQLite queue
+# alone (JetStream times those on the server's clock; see the *_in_real_time tests).
+time_travel = pytest.mark.parametrize("backend", ["sqlite"])
+
+
+@pytest.fixture
 async def open_queue(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[QueueOpener]:
     opened: list[Queue] = []
+    name = f"t{uuid.uuid4().hex[:12]}"
 
-    async def open_again(dedupe_window: float = 60.0) -> Queue:
-        queue = await SqliteQueue.open(tmp_path / "queue", dedupe_window=dedupe_window, clock=clock)
+    async def open_again(dedupe_window: float = 60.0, *, real_time: bool = False) -> Queue:
+        ticks = time.time if real_time else clock
+        queue: Queue
+        if backend == "sqlite":
+            queue = await SqliteQueue.open(
+                tmp_path / "queue", dedupe_window=dedupe_window, clock=ticks
+            )
+        else:
+            server = request.getfixturevalue("nats_server")
+            queue = await NatsQueue.open(
+                server.url, name=name, dedupe_window=dedupe_window, clock=ticks
+            )
         opened.append(queue)
         return queue
 
@@ -138,6 +169,7 @@ async def test_durable_across_close_and_reopen(open_queue: QueueOpener) -> None:
     assert (await again.append([event("e1", "a")]))[0].duplicate  # dedupe survives a restart
 
 
+@time_travel
 async def test_unsettled_claim_is_redelivered_after_its_lease(
     open_queue: QueueOpener, clock: Clock
 ) -> None:
@@ -154,6 +186,7 @@ async def test_unsettled_claim_is_redelivered_after_its_lease(
     assert redelivered.lease != lost.lease
 
 
+@time_travel
 async def test_stale_claim_records_its_attempt_but_changes_nothing(
     queue: Queue, clock: Clock
 ) -> None:
@@ -170,6 +203,7 @@ async def test_stale_claim_records_its_attempt_but_changes_nothing(
     assert [a.status for a in record.attempts] == [200, 503]
 
 
+@time_travel
 async def test_retry_waits_for_not_before(queue: Queue, clock: Clock) -> None:
     await queue.append([event("e1", "a")])
     [delivery] = await queue.claim(1, 30)
@@ -182,6 +216,7 @@ async def test_retry_waits_for_not_before(queue: Queue, clock: Clock) -> None:
     assert (again.id, again.tries) == (delivery.id, 1)
 
 
+@time_travel
 async def test_dedupe_window(open_queue: QueueOpener, clock: Clock) -> None:
     queue = await open_queue(dedupe_window=60)
     assert not (await queue.append([event("e1", "a", "b")]))[0].duplicate
@@ -282,6 +317,7 @@ async def test_life_of_an_event(queue: Queue, clock: Clock) -> None:
     assert await queue.life("other", "e1") == []
 
 
+@time_travel
 async def test_retention_by_age_keeps_pending(queue: Queue, clock: Clock) -> None:
     await queue.append([event("old-done", "a"), event("old-pending", "a"), event("old-none")])
     claimed = {d.event.id: d for d in await queue.claim(10, 30)}
@@ -300,6 +336,7 @@ async def test_retention_by_age_keeps_pending(queue: Queue, clock: Clock) -> Non
     assert await queue.depth() == {("default", "a"): 1}
 
 
+@time_travel
 async def test_retention_by_count_deletes_oldest_finished(queue: Queue, clock: Clock) -> None:
     for n in range(6):
         await queue.append([event(f"e{n}", *(["a"] if n == 0 else []))])
@@ -393,6 +430,7 @@ async def test_listeners_hear_of_new_due_work(queue: Queue, clock: Clock) -> Non
     assert heard[-1] == {("default", "a")}
 
 
+@time_travel
 async def test_due_times_and_release(queue: Queue, clock: Clock) -> None:
     await queue.append([event("e1", "a"), event("e2", "b")])
     start = clock()
@@ -404,3 +442,79 @@ async def test_due_times_and_release(queue: Queue, clock: Clock) -> None:
     [again] = await queue.claim(1, 30, space="default", subscription_id="a")
     assert (again.id, again.tries) == (held.id, 0)
     assert await queue.release([held]) == 0  # a stale claim releases nothing
+
+
+async def claim_within(queue: Queue, seconds: float, lease: float = 30) -> list:
+    """Claim until something comes, or `seconds` pass (a backend may keep one lease per
+    subscription: claim with the lease the test uses throughout)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        claimed = await queue.claim(10, lease)
+        if claimed or time.monotonic() > deadline:
+            return claimed
+        await asyncio.sleep(0.02)
+
+
+async def test_lease_runs_out_in_real_time(open_queue: QueueOpener) -> None:
+    crashed = await open_queue(real_time=True)
+    await crashed.append([event("e1", "a")])
+    [lost] = await crashed.claim(1, lease_seconds=1.0)
+    started = time.monotonic()
+    await crashed.close()  # the dispatcher died holding the lease
+    again = await open_queue(real_time=True)
+    assert await again.claim(1, 1.0) == []
+    [redelivered] = await claim_within(again, 5.0, lease=1.0)
+    assert time.monotonic() - started > 0.8
+    assert (redelivered.id, redelivered.event.id) == (lost.id, "e1")
+    assert redelivered.lease != lost.lease
+
+
+async def test_stale_claim_in_real_time(open_queue: QueueOpener) -> None:
+    queue = await open_queue(real_time=True)
+    await queue.append([event("e1", "a")])
+    [slow] = await queue.claim(1, lease_seconds=1.0)
+    [current] = await claim_within(queue, 5.0, lease=1.0)
+    assert current.id == slow.id and current.lease != slow.lease
+    assert not await queue.ack(slow, Attempt(time.time(), "t", 0.6, 200))
+    assert await queue.retry(current, time.time() + 60, Attempt(time.time(), "t", 0.1, 503))
+    [life] = await queue.life("default", "e1")
+    [record] = life.deliveries
+    assert record.state is State.PENDING
+    assert [a.status for a in record.attempts] == [200, 503]
+
+
+async def test_retry_waits_for_not_before_in_real_time(open_queue: QueueOpener) -> None:
+    queue = await open_queue(real_time=True)
+    await queue.append([event("e1", "a")])
+    [delivery] = await queue.claim(1, 30)
+    started = time.monotonic()
+    await queue.retry(delivery, time.time() + 0.6, Attempt(time.time(), "t", 0.1, None, "timeout"))
+    assert await queue.claim(1, 30) == []
+    [again] = await claim_within(queue, 5.0)
+    assert time.monotonic() - started > 0.5
+    assert (again.id, again.tries) == (delivery.id, 1)
+
+
+async def test_dedupe_window_in_real_time(open_queue: QueueOpener) -> None:
+    queue = await open_queue(dedupe_window=1.0, real_time=True)
+    assert not (await queue.append([event("e1", "a", "b")]))[0].duplicate
+    duplicate, first, second = await queue.append(
+        [event("e1", "x"), event("e2", "a"), event("e2", "a")]
+    )
+    assert (duplicate.duplicate, duplicate.deliveries) == (True, 2)
+    assert (first.duplicate, second.duplicate) == (False, True)
+    await asyncio.sleep(1.3)  # the first e1 is now outside the window
+    assert not (await queue.append([event("e1", "a")]))[0].duplicate
+    assert len(await queue.life("default", "e1", source="/s")) == 2
+
+
+async def test_release_gives_claims_back(queue: Queue) -> None:
+    await queue.append([event("e1", "a"), event("e2", "b")])
+    assert set(await queue.due_times()) == {("default", "a"), ("default", "b")}
+    [held] = await queue.claim(1, 30, space="default", subscription_id="a")
+    assert await queue.release([held]) == 1
+    assert await queue.release([held]) == 1  # still the same claim: harmless
+    [again] = await queue.claim(1, 30, space="default", subscription_id="a")
+    assert (again.id, again.tries) == (held.id, 0)
+    assert await queue.release([held]) == 0  # a stale claim releases nothing
+    assert await queue.depth() == {("default", "a"): 1, ("default", "b"): 1}

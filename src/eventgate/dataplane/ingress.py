@@ -29,6 +29,7 @@ import orjson
 from eventgate.dataplane.authorizer import apply, authorize
 from eventgate.dataplane.types import Request, Response
 from eventgate.delivery import NewEvent, Queue, Target, system
+from eventgate.delivery.base import QueueUnavailable
 from eventgate.errors import error_body
 from eventgate.events import cloudevents
 from eventgate.events.cloudevents import CloudEvent, InvalidEvent, Mode
@@ -257,6 +258,8 @@ class Ingress:
                 )
         try:
             accepted = await self.queue.append(news)
+        except QueueUnavailable as error:  # e.g. NATS did not acknowledge: nothing is accepted
+            return error_response(503, f"Service Unavailable: {error.message}")
         except RuntimeError:
             return error_response(503, "Service Unavailable: the event queue is closed")
         results = []

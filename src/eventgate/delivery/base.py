@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from eventgate.errors import Unavailable
+
 
 class State(StrEnum):
     """Where a delivery stands. Only `pending` ones are claimed; dead letters wait for a human."""
@@ -155,6 +157,11 @@ class QueueStats:
     commits: int
 
 
+class QueueUnavailable(Unavailable, RuntimeError):
+    """The queue's backend did not answer in time (a broker down or unreachable): nothing of the
+    call is known to be done. Answered 503 on both ports."""
+
+
 class Queue(ABC):
     """A durable delivery queue. Every method is safe to call from many tasks at once."""
 
@@ -180,18 +187,21 @@ class Queue(ABC):
         *,
         space: str | None = None,
         subscription_id: str | None = None,
+        in_flight: int | None = None,
     ) -> list[Delivery]:
         """Up to `limit` due pending deliveries (of one subscription, or any), oldest due first,
         leased for `lease_seconds`: nobody else claims them until they are settled or the
-        lease runs out."""
+        lease runs out. `in_flight` is the subscription's concurrency: a backend shared by
+        many nodes (NATS) holds the whole cluster to it; a local one leaves it to the caller."""
 
     @abstractmethod
     async def ack(self, delivery: Delivery, attempt: Attempt) -> bool:
         """Record a successful attempt; the delivery is done. False if the claim was stale."""
 
     @abstractmethod
-    async def retry(self, delivery: Delivery, not_before: float, attempt: Attempt) -> bool:
-        """Record a failed attempt; the delivery is due again at `not_before`."""
+    async def retry(self, delivery: Delivery, not_before: float, attempt: Attempt | None) -> bool:
+        """Record a failed attempt; the delivery is due again at `not_before` (with no attempt:
+        put off, not tried)."""
 
     @abstractmethod
     async def dead_letter(self, delivery: Delivery, attempt: Attempt | None, error: str) -> bool:

@@ -33,6 +33,7 @@ from eventgate.routing.snapshot import Route
 from eventgate.routing.table import RoutingTable
 
 log = logging.getLogger(__name__)
+ORPHAN_RETRY = 0.5  # seconds between looks for a subscription this node has not heard of yet
 
 
 class _Children(NamedTuple):
@@ -57,8 +58,12 @@ class Dispatcher:
         lease: float = 30.0,
         sweep_interval: float = 30.0,
         retention: Retention | None = None,
+        orphan_grace: float = 0.0,
     ) -> None:
         self.queue = queue
+        # With a shared bus, another node may have queued a delivery for a subscription this
+        # node has not heard of yet: such a delivery waits this long before it is a dead letter.
+        self.orphan_grace = orphan_grace
         self.routing = routing
         self.deliverers = deliverers
         self.metrics = metrics
@@ -194,6 +199,10 @@ class Dispatcher:
         queue, space = self.queue, delivery.space
         route = self.routing.snapshot.subscribers.get(lane.key)
         deliverer = self.deliverers.get(route.function.type) if route is not None else None
+        if route is None and time.time() - delivery.event.received_at < self.orphan_grace:
+            await queue.retry(delivery, time.time() + ORPHAN_RETRY, None)
+            lane.wake_at(time.time() + ORPHAN_RETRY)
+            return
         if route is None or deliverer is None:
             problem = (
                 f"subscription {delivery.subscription_id} no longer exists in space {space!r}"

@@ -63,7 +63,11 @@ class Lane:
                     lease = dispatcher.timeout(route, policy) + dispatcher.lease
                     space, subscription = self.key
                     claimed = await dispatcher.queue.claim(
-                        asked, lease, space=space, subscription_id=subscription
+                        asked,
+                        lease,
+                        space=space,
+                        subscription_id=subscription,
+                        in_flight=policy.concurrency if route is not None else None,
                     )
                     for delivery in claimed:
                         dispatcher.launch(self, delivery)

@@ -124,6 +124,7 @@ class SqliteQueue(Queue):
         *,
         space: str | None = None,
         subscription_id: str | None = None,
+        in_flight: int | None = None,
     ) -> list[Delivery]:
         if subscription_id is not None and space is None:
             raise ValueError("claiming for a subscription needs its space")
@@ -152,7 +153,7 @@ class SqliteQueue(Queue):
     async def ack(self, delivery: Delivery, attempt: Attempt) -> bool:
         return await self._settle(delivery, attempt, writes.DELIVERED, None)
 
-    async def retry(self, delivery: Delivery, not_before: float, attempt: Attempt) -> bool:
+    async def retry(self, delivery: Delivery, not_before: float, attempt: Attempt | None) -> bool:
         return await self._settle(delivery, attempt, writes.RETRY, not_before)
 
     async def dead_letter(self, delivery: Delivery, attempt: Attempt | None, error: str) -> bool:

@@ -43,3 +43,5 @@ def configure_logging(level: str, log_format: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request at info: the etcd store's ranges and watches would flood the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
