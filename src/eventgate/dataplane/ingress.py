@@ -65,12 +65,46 @@ class BufferedBody:
 
 @dataclass(slots=True)
 class Plan:
-    """One event: the spaces it is recorded in, the subscriptions it goes to, the rules."""
+    """One event: the spaces it is recorded in, the subscriptions it goes to, the rules.
+    `targets`, when known, are the targets of `routes` in each of `spaces`, in order."""
 
     event: CloudEvent
     spaces: tuple[str, ...]
     routes: list[Route]
     policies: list[EventPolicy]
+    targets: tuple[tuple[Target, ...], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What `plan` works out from an event's type, method and path alone, kept per routing
+    snapshot: events of one type to one path repeat."""
+
+    spaces: tuple[str, ...]
+    routes: tuple[Route, ...]
+    filtered: bool  # some route has a filter: the event's attributes decide
+    policies: tuple[EventPolicy, ...]
+    targets: tuple[tuple[Target, ...], ...]  # per space, every route's (when none is filtered)
+
+    @classmethod
+    def of(cls, event_type: str, routes: tuple[Route, ...], snapshot: RoutingSnapshot) -> "Shape":
+        spaces = dict.fromkeys(route.subscription.space for route in routes)
+        spaces.update(dict.fromkeys(snapshot.type_spaces.get(event_type, ())))
+        found = tuple(spaces) or (DEFAULT_SPACE,)
+        policies = tuple(
+            p for space in found if (p := snapshot.policy(space, event_type)) is not None
+        )
+        targets = tuple(
+            tuple(_target(route) for route in routes if route.space == space) for space in found
+        )
+        filtered = any(route.subscription.filter for route in routes)
+        return cls(found, routes, filtered, policies, targets)
+
+    def plan(self, event: CloudEvent) -> Plan:
+        if self.filtered:
+            matched = [route for route in self.routes if matches(route.subscription.filter, event)]
+            return Plan(event, self.spaces, matched, list(self.policies))
+        return Plan(event, self.spaces, list(self.routes), list(self.policies), self.targets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +149,21 @@ class Ingress:
         self.max_batch = max_batch
         self._counters: dict[tuple[str, bool], Any] = {}  # metric children by (space, duplicate)
         self._origins: dict[tuple[object, ...], str] = {}
+        self._shapes: dict[tuple[str, str, str], Shape] = {}  # of `_shapes_of`, by type, path
+        self._shapes_of: RoutingSnapshot | None = None
+
+    def _plan(self, event: CloudEvent, method: str, path: str, snapshot: RoutingSnapshot) -> Plan:
+        """`plan(event, snapshot.match_async(event.type, method, path), snapshot)`, with what
+        depends on the type, method and path alone worked out once per routing snapshot."""
+        if self._shapes_of is not snapshot or len(self._shapes) >= 4096:
+            self._shapes = {}
+            self._shapes_of = snapshot
+        key = (event.type, method, path)
+        shape = self._shapes.get(key)
+        if shape is None:
+            routes = snapshot.match_async(event.type, method, path)
+            shape = self._shapes[key] = Shape.of(event.type, routes, snapshot)
+        return shape.plan(event)
 
     def _origin(self, request: Request, mode: Mode | None) -> str:
         """`_origin`, remembered per (method, path, mode, host, client): clients repeat."""
@@ -146,17 +195,16 @@ class Ingress:
             self.metrics.events_rejected.labels("", "invalid").inc()
             return error_response(error.status, error.message)
         method, path = request.method, request.path
-        plans = [plan(e, snapshot.match_async(e.type, method, path), snapshot) for e in events]
-        request_data: dict[str, object] | None = None
+        plans = [self._plan(e, method, path, snapshot) for e in events]
+        batch = mode is Mode.BATCH
         if any(p.policies for p in plans):
             request_data = http_event_data(request, body, {})
-        batch = mode is Mode.BATCH
-        for index, each in enumerate(plans):
-            refusal = await self._check(each, request_data or {})
-            if refusal is not None:
-                await self._record_refusal(each.event, refusal, request, mode)
-                where = f"event {index} in the batch: " if batch else ""
-                return error_response(refusal.status, where + refusal.message)
+            for index, each in enumerate(plans):
+                refusal = await self._check(each, request_data)
+                if refusal is not None:
+                    await self._record_refusal(each.event, refusal, request, mode)
+                    where = f"event {index} in the batch: " if batch else ""
+                    return error_response(refusal.status, where + refusal.message)
         return await self._accept(plans, request, mode, snapshot, batch=batch)
 
     async def http_event(
@@ -245,11 +293,14 @@ class Ingress:
         for each in plans:
             event = each.event
             payload = cloudevents.to_json(event)
+            source, id_, type_ = event.source, event.id, event.type
+            if each.targets is not None:
+                for space, targets in zip(each.spaces, each.targets, strict=True):
+                    news.append(NewEvent(space, source, id_, type_, payload, targets, origin))
+                continue
             for space in each.spaces:
                 targets = [_target(route) for route in each.routes if route.space == space]
-                news.append(
-                    NewEvent(space, event.source, event.id, event.type, payload, targets, origin)
-                )
+                news.append(NewEvent(space, source, id_, type_, payload, targets, origin))
         owned = len(news)
         if snapshot.match_async(system.RECEIVED, "POST", "/"):
             for each in plans:
@@ -265,16 +316,24 @@ class Ingress:
         results = []
         position = 0
         for each in plans:
-            mine = accepted[position : position + len(each.spaces)]
-            for new, result in zip(news[position : position + len(each.spaces)], mine, strict=True):
-                self._count(new.space, result.duplicate)
-            position += len(each.spaces)
+            count = len(each.spaces)
+            if count == 1:
+                result = accepted[position]
+                self._count(news[position].space, result.duplicate)
+                subscriptions, duplicate = result.deliveries, result.duplicate
+            else:
+                mine = accepted[position : position + count]
+                for new, result in zip(news[position : position + count], mine, strict=True):
+                    self._count(new.space, result.duplicate)
+                subscriptions = sum(result.deliveries for result in mine)
+                duplicate = all(result.duplicate for result in mine)
+            position += count
             results.append(
                 {
                     "eventId": each.event.id,
                     "source": each.event.source,
-                    "subscriptions": sum(result.deliveries for result in mine),
-                    "duplicate": all(result.duplicate for result in mine),
+                    "subscriptions": subscriptions,
+                    "duplicate": duplicate,
                 }
             )
         assert position == owned

@@ -84,6 +84,8 @@ def classify(headers: Headers) -> Mode | None:
             content_type = value
         elif name.startswith(b"ce-"):
             seen.add(name)
+    if not content_type and not seen:  # the plain HTTP event's usual case
+        return None
     kind = media_type(content_type.decode("latin-1"))
     if kind.startswith("application/cloudevents-batch"):
         return Mode.BATCH
@@ -130,7 +132,10 @@ def from_dict(obj: object) -> CloudEvent:
         raise InvalidEvent("a structured CloudEvent must be a JSON object")
     if "specversion" not in obj and "cloudEventsVersion" in obj:
         return legacy.from_dict(obj)
-    members = {name: value for name, value in obj.items() if value is not None}
+    if None in obj.values():
+        members = {name: value for name, value in obj.items() if value is not None}
+    else:
+        members = dict(obj)
     if "data" in members and "data_base64" in members:
         raise InvalidEvent("attributes 'data' and 'data_base64' are mutually exclusive")
     data = members.pop("data", None)

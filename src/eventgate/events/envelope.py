@@ -9,6 +9,7 @@ parses, else kept as bytes. An explicit JSON `null` payload is read as no data.
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ _TIME = re.compile(
 )
 _URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_URI_HEAD = re.compile(r"[/?#]")
 
 
 class InvalidEvent(ValidationFailed):
@@ -54,6 +56,7 @@ class CloudEvent:
     data: Any = None
 
 
+@lru_cache(maxsize=256)  # clients repeat their content types
 def media_type(content_type: str | None) -> str:
     """`Application/JSON; charset=utf-8` → `application/json`."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -129,11 +132,21 @@ def _is_timestamp(text: str) -> bool:
     return second <= 60
 
 
+_URI_REFERENCES: set[str] = set()  # texts found valid: sources repeat
+
+
 def _is_uri_reference(text: str) -> bool:
+    if text in _URI_REFERENCES:
+        return True
     if not _URI_CHARS.fullmatch(text):
         return False
-    head = re.split(r"[/?#]", text, maxsplit=1)[0]
-    return ":" not in head or bool(_SCHEME.fullmatch(head.split(":", 1)[0]))
+    head = _URI_HEAD.split(text, maxsplit=1)[0]
+    if ":" in head and not _SCHEME.fullmatch(head.split(":", 1)[0]):
+        return False
+    if len(_URI_REFERENCES) >= 4096:
+        _URI_REFERENCES.clear()
+    _URI_REFERENCES.add(text)
+    return True
 
 
 def _is_uri(text: str) -> bool:
