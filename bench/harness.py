@@ -77,12 +77,20 @@ def _to_ms(text: str) -> float:
 
 
 def run_wrk(
-    url: str, *, connections: int = 64, seconds: int = 5, script: Path | None = None
+    url: str,
+    *,
+    connections: int = 64,
+    seconds: int = 5,
+    script: Path | None = None,
+    timeout: int | None = None,
 ) -> WrkResult:
-    """One bounded wrk run (one thread, since the machine has two cores to share)."""
+    """One bounded wrk run (one thread, since the machine has two cores to share); `timeout`:
+    seconds before wrk counts a response as an error (its default is 2)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
+    if timeout is not None:
+        command[1:1] = ["--timeout", f"{timeout}s"]
     output = subprocess.run(
         command, capture_output=True, text=True, check=True, timeout=seconds + 30
     ).stdout
@@ -101,6 +109,11 @@ class Processes:
     def __init__(self) -> None:
         self.scratch = Path(tempfile.mkdtemp(prefix="eventgate-bench-"))
         self._running: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def last(self) -> "subprocess.Popen[bytes]":
+        """The process started last (its pid, for resident sizes)."""
+        return self._running[-1]
 
     def nginx(self, server_block: str, *, workers: int = 1) -> int:
         """Start nginx with one `server` block (`{port}` is filled in); return its port."""
@@ -133,20 +146,37 @@ class Processes:
             f'  location / {{ default_type text/plain; return 200 "{escaped}"; }} }}'
         )
 
-    def nginx_proxy(self, backend_port: int, *, workers: int = 1) -> int:
-        """nginx `proxy_pass` in front of the backend, with pooled upstream connections."""
+    def files(self, files: dict[str, bytes]) -> int:
+        """nginx serving `files` (name: content) as they are: bodies of a known size."""
+        root = self.scratch / f"files-{len(self._running)}"
+        root.mkdir(mode=0o755)
+        self.scratch.chmod(0o711)  # nginx's workers (`nobody` under root) reach in, not list
+        for name, content in files.items():
+            (root / name).write_bytes(content)
+            (root / name).chmod(0o644)
+        return self.nginx(
+            "server { listen 127.0.0.1:{port}; keepalive_requests 100000;\n"
+            f"  client_max_body_size 64m; location / {{ root {root}; }}\n"
+            "  error_page 405 =200 $uri; }"  # a POST to a static file is answered as a GET
+        )
+
+    def nginx_proxy(self, backend_port: int, *, workers: int = 1, extra: str = "") -> int:
+        """nginx `proxy_pass` in front of the backend, with pooled upstream connections
+        (`extra`: more directives for its server block)."""
         return self.nginx(
             f"upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}\n"
             "server { listen 127.0.0.1:{port}; keepalive_requests 100000;\n"
-            "  location / { proxy_pass http://backend; proxy_http_version 1.1;\n"
+            + extra
+            + "  location / { proxy_pass http://backend; proxy_http_version 1.1;\n"
             '    proxy_set_header Connection ""; } }',
             workers=workers,
         )
 
-    def eventgate(self, *extra_args: str) -> tuple[int, int]:
-        """Start `eventgate serve` with a fresh data dir; return (events port, config port)."""
+    def eventgate(self, *extra_args: str, data_dir: Path | None = None) -> tuple[int, int]:
+        """Start `eventgate serve` with a fresh data dir (or `data_dir`); return (events port,
+        config port)."""
         events_port, config_port = free_port(), free_port()
-        data_dir = self.scratch / f"eventgate-{events_port}"
+        data_dir = data_dir or self.scratch / f"eventgate-{events_port}"
         log = (self.scratch / f"eventgate-{events_port}.log").open("ab")
         self._start(
             [
@@ -172,6 +202,12 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident set size in KiB (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
 
 
 def post_json(url: str, payload: object) -> dict[str, object]:

@@ -7,6 +7,7 @@ import pytest
 
 from tests.delivery_helpers import LocalNode
 from tests.processes import EchoProcess, EventgateProcess
+from tests.python_helpers import IMAGE, PythonNode, greeter_requirements
 
 
 @pytest.fixture
@@ -38,3 +39,15 @@ async def local_node(tmp_path: Path) -> AsyncIterator[LocalNode]:
     node = await LocalNode(tmp_path / "node").start()
     yield node
     await node.close()
+
+
+@pytest.fixture(scope="session")
+def python_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PythonNode]:
+    """One node for python function tests, shared by the session (tests use their own function
+    names), with the image `python3` built once: its requirement is a wheel built here."""
+    directory = tmp_path_factory.mktemp("python-node")
+    node = PythonNode(directory).start()
+    image = node.image(IMAGE, greeter_requirements(directory / "wheels"))
+    assert image["status"] == "READY", image
+    yield node
+    node.stop()

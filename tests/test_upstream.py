@@ -11,6 +11,7 @@ import pytest
 
 from eventgate.dataplane.types import Request, Response
 from eventgate.dataplane.upstream import (
+    WHOLE_BODY,
     UpstreamConnectError,
     UpstreamPool,
     UpstreamProtocolError,
@@ -228,9 +229,11 @@ async def test_no_answer_in_time_is_a_timeout(pool: UpstreamPool) -> None:
 
 
 async def test_stalled_body_is_a_timeout(pool: UpstreamPool) -> None:
+    length = WHOLE_BODY + 10  # a larger body: the head comes back first, the body streams
+
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nhalf" % length)
         await backend.hold.wait()
 
     async with Backend(script) as backend:
@@ -238,6 +241,24 @@ async def test_stalled_body_is_a_timeout(pool: UpstreamPool) -> None:
         assert response.status == 200
         with pytest.raises(UpstreamTimeout):
             await response.read()
+
+
+async def test_small_body_comes_with_its_head_or_times_out(pool: UpstreamPool) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhalf")
+        await writer.drain()
+        if n == 1:
+            await backend.hold.wait()  # the first connection's answer stalls
+        writer.write(b" a body")
+        await writer.drain()
+
+    async with Backend(script) as backend:
+        with pytest.raises(UpstreamTimeout):
+            await pool.request("GET", backend.url, headers=[], timeout=0.5)
+        response = await pool.request("GET", backend.url, headers=[], timeout=5)
+        assert response.complete  # the body was awaited with the head
+        assert await response.read() == b"half a body"
 
 
 async def test_closed_before_answering_is_a_connect_error(pool: UpstreamPool) -> None:

@@ -18,11 +18,13 @@ from eventgate.dataplane.gateway import Gateway
 from eventgate.dataplane.ingress import Ingress
 from eventgate.dataplane.server import DataPlaneServer
 from eventgate.dataplane.upstream import UpstreamPool
-from eventgate.delivery import Retention, SqliteQueue
+from eventgate.delivery import Queue, Retention, SqliteQueue
 from eventgate.delivery.dispatcher import Dispatcher
+from eventgate.functions.node import start_python_functions
 from eventgate.observability.metrics import Metrics
 from eventgate.providers.base import Deliverer
 from eventgate.providers.http_delivery import HttpDeliverer
+from eventgate.providers.python import PythonCaller, PythonDeliverer
 from eventgate.routing.table import RoutingTable
 from eventgate.settings import Settings
 from eventgate.store import Store
@@ -44,8 +46,10 @@ class _ConfigServer(uvicorn.Server):
 class Node:
     """One eventgate node. `start()` binds both ports; `stop()` drains and releases everything."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, worker: int = 0) -> None:
         self.settings = settings
+        self.worker = worker
+        """0 for the primary; other `--workers` serve the events port only (`workers.py`)."""
         self.metrics = Metrics()
         self._config_task: asyncio.Task[None] | None = None
 
@@ -56,10 +60,12 @@ class Node:
         self.routing = RoutingTable(self.store, self.metrics)
         await self.routing.start()
         self.upstream = UpstreamPool(max_body_bytes=settings.max_body_bytes)
-        self.queue = await SqliteQueue.open(
-            settings.data_dir / "queue", dedupe_window=settings.dedupe_window
-        )
-        deliverers: dict[str, Deliverer] = {"http": HttpDeliverer(self.upstream)}
+        self.queue = await open_queue(settings)
+        self.python = await start_python_functions(settings, self.store)
+        deliverers: dict[str, Deliverer] = {
+            "http": HttpDeliverer(self.upstream),
+            "python": PythonDeliverer(self.python),
+        }
         self.dispatcher = Dispatcher(
             self.queue,
             self.routing,
@@ -68,6 +74,7 @@ class Node:
             function_timeout=settings.function_timeout,
             lease=settings.delivery_lease,
             retention=Retention(settings.retention, settings.retention_events),
+            orphan_grace=0.0 if settings.bus == "sqlite" else 10.0,
         )
         await self.dispatcher.start()
         ingress = Ingress(
@@ -77,7 +84,9 @@ class Node:
             function_timeout=settings.function_timeout,
             max_batch=settings.max_batch,
         )
-        self.gateway = Gateway(self.routing, self.upstream, self.metrics, settings, ingress)
+        self.gateway = Gateway(
+            self.routing, self.upstream, self.metrics, settings, ingress, PythonCaller(self.python)
+        )
         self.events_server = DataPlaneServer(
             self.gateway.handle,
             max_header_bytes=settings.max_header_bytes,
@@ -85,9 +94,19 @@ class Node:
             read_timeout=settings.read_timeout,
             idle_timeout=settings.idle_timeout,
         )
-        await self.events_server.start(settings.host, settings.events_port)
+        await self.events_server.start(
+            settings.host, settings.events_port, reuse_port=settings.workers > 1
+        )
+        if self.worker:
+            log.info("worker %d serving events on port %d", self.worker, self.events_server.port)
+            return
         config_app = create_config_app(
-            self.store, self.metrics, status=self.status, settle=self._routed, queue=self.queue
+            self.store,
+            self.metrics,
+            status=self.status,
+            settle=self._routed,
+            queue=self.queue,
+            python=self.python,
         )
         self.config_server = _ConfigServer(
             uvicorn.Config(
@@ -139,7 +158,12 @@ class Node:
             state = "degraded"
         else:
             state = "ok"
-        return {"status": state, "store": self.settings.store.split("://")[0], "routing": routing}
+        return {
+            "status": state,
+            "store": self.settings.store.split("://")[0],
+            "bus": self.settings.bus.split("://")[0],
+            "routing": routing,
+        }
 
     async def stop(self) -> None:
         """Drain: new events get 503, in-flight requests finish (bounded); deliveries in flight
@@ -156,9 +180,10 @@ class Node:
         self.events_server.stop_accepting()
         await self.events_server.close()
         await self.dispatcher.stop(max(0.0, deadline - loop.time()))
-        self.config_server.should_exit = True
         if self._config_task is not None:
+            self.config_server.should_exit = True
             await self._config_task
+        await self.python.close()
         await self.routing.stop()
         await self.queue.close()
         await self.upstream.close()
@@ -174,15 +199,43 @@ async def open_store(settings: Settings) -> Store:
     raise ValueError(f"--store {settings.store!r}: use 'sqlite' or 'etcd://host:port[,...]'")
 
 
+async def open_queue(settings: Settings) -> Queue:
+    """The delivery queue the settings name: embedded SQLite, or NATS JetStream for a cluster
+    (its listeners also hear, every second, of work other nodes queued)."""
+    if settings.bus == "sqlite":
+        return await SqliteQueue.open(
+            settings.data_dir / "queue", dedupe_window=settings.dedupe_window
+        )
+    if settings.bus.startswith("nats://"):
+        from eventgate.delivery.natsqueue import NatsQueue
+
+        return await NatsQueue.open(
+            settings.bus,
+            name=settings.bus_name,
+            dedupe_window=settings.dedupe_window,
+            retention=Retention(settings.retention, settings.retention_events),
+            poll_interval=1.0,
+            replicas=settings.bus_replicas,
+        )
+    raise ValueError(f"--bus {settings.bus!r}: use 'sqlite' or 'nats://host:port[,...]'")
+
+
 async def serve(settings: Settings) -> None:
-    """Run a node until SIGTERM or SIGINT, then drain and return."""
+    """Run a node (and its other workers, see `workers.py`) until SIGTERM or SIGINT, then drain
+    and return."""
+    from eventgate.workers import start_secondaries
+
     node = Node(settings)
     await node.start()
+    secondaries = await start_secondaries(node) if settings.workers > 1 else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("eventgate draining")
-    await node.stop()
+    if secondaries is None:
+        await node.stop()
+    else:
+        await asyncio.gather(node.stop(), secondaries.stop(settings.drain_timeout + 5.0))
     log.info("eventgate stopped")

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import click
 
 from eventgate import __version__
+from eventgate.client import DEFAULT_CONFIG_URL, ClientOptions, register
 from eventgate.settings import Settings, default_data_dir
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -14,8 +15,26 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="eventgate")
-def main() -> None:
+@click.option(
+    "--config-url",
+    envvar="EVENTGATE_CONFIG_URL",
+    default=DEFAULT_CONFIG_URL,
+    show_default=True,
+    show_envvar=True,
+    help="The config API the client commands (image, function, ...) talk to.",
+)
+@click.option(
+    "--space",
+    envvar="EVENTGATE_SPACE",
+    default="default",
+    show_default=True,
+    show_envvar=True,
+    help="The space of the resources they manage.",
+)
+@click.pass_context
+def main(ctx: click.Context, config_url: str, space: str) -> None:
     """eventgate: an event gateway and function runtime."""
+    ctx.obj = ClientOptions(config_url, space)
 
 
 class Duration(click.ParamType):
@@ -64,11 +83,25 @@ def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
 )
 @_option("--store-prefix", default="/eventgate/", help="Key prefix in etcd.")
 @_option(
+    "--bus",
+    default="sqlite",
+    help="Async delivery: 'sqlite' (embedded, in the data dir) or 'nats://host:port[,host:port]'"
+    " (NATS JetStream, shared by a cluster).",
+)
+@_option("--bus-name", default="eventgate", help="Prefix of the bus's JetStream streams.")
+@_option("--bus-replicas", type=int, default=1, help="Replicas of each JetStream stream.")
+@_option(
     "--log-level",
     default="info",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
 @_option("--log-format", default="text", type=click.Choice(["text", "json"]))
+@_option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Processes serving the events port (SO_REUSEPORT); the first also serves the config API.",
+)
 @_option(
     "--function-timeout",
     type=DURATION,
@@ -89,6 +122,37 @@ def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
 )
 @_option("--retention", type=DURATION, default="P7D", help="How long finished events are kept.")
 @_option("--retention-events", type=int, default=1_000_000, help="At most this many events kept.")
+@_option(
+    "--worker-idle-timeout",
+    type=DURATION,
+    default="PT30S",
+    help="An idle python function worker exits after this long.",
+)
+@_option(
+    "--scale-to-zero-after",
+    type=DURATION,
+    default="PT5M",
+    help="A python function with no calls for this long stops its fork server.",
+)
+@_option(
+    "--function-queue-limit",
+    type=int,
+    default=64,
+    help="Calls that may wait for a busy python function; more get 429.",
+)
+@_option(
+    "--max-source-bytes",
+    type=int,
+    default=1024 * 1024,
+    help="Largest python function source (.tar.gz) accepted; larger ones get 413.",
+)
+@_option(
+    "--invocation-retention",
+    type=DURATION,
+    default="P1D",
+    help="How long python function invocation records are kept.",
+)
+@_option("--invocation-records", type=int, default=10_000, help="At most this many kept.")
 def serve(**options: Any) -> None:
     """Start a node: the events API and the config API. SIGTERM or SIGINT drains, then exits 0."""
     import uvloop
@@ -102,3 +166,6 @@ def serve(**options: Any) -> None:
         uvloop.run(serve_node(settings))
     except OSError as error:
         raise click.ClickException(f"cannot start: {error}") from error
+
+
+register(main)

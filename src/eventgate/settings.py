@@ -22,6 +22,12 @@ class Settings:
     # Config store: "sqlite" (embedded, under data_dir) or "etcd://host:port[,host:port...]".
     store: str = "sqlite"
     store_prefix: str = "/eventgate/"
+    # Async delivery bus: "sqlite" (the embedded queue, under data_dir) or
+    # "nats://host:port[,host:port...]" (NATS JetStream, shared by a cluster's nodes);
+    # `bus_name` prefixes its streams and subjects, `bus_replicas` is their replica count.
+    bus: str = "sqlite"
+    bus_name: str = "eventgate"
+    bus_replicas: int = 1
     log_level: str = "info"
     log_format: str = "text"
     # Data plane limits.
@@ -44,3 +50,15 @@ class Settings:
     retention_events: int = 1_000_000
     # Events in one batched-mode request.
     max_batch: int = 1000
+    # Processes serving the events port (SO_REUSEPORT); the first also serves the config API.
+    workers: int = 1
+    # Python functions (their images, sources and homes live under data_dir/runtime, their
+    # invocation records in data_dir/invocations.db). An idle worker exits after
+    # `worker_idle_timeout`; a function with no calls for `scale_to_zero_after` stops its fork
+    # server; past `concurrency` calls, `function_queue_limit` callers wait, the next get 429.
+    worker_idle_timeout: float = 30.0
+    scale_to_zero_after: float = 300.0
+    function_queue_limit: int = 64
+    max_source_bytes: int = 1024 * 1024  # a function's .tar.gz (fits etcd's 1.5 MiB requests)
+    invocation_retention: float = 86400.0
+    invocation_records: int = 10_000

@@ -23,6 +23,7 @@ from eventgate.dataplane.response_writer import (
     ResponseWriter,
     discard,
     error_response,
+    failure_response,
 )
 from eventgate.dataplane.types import BodyIncomplete, BodyTooLarge, Headers, Request
 
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SPECIAL = frozenset(
+    (b"content-length", b"transfer-encoding", b"expect", b"connection", b"upgrade")
+)
+"""Headers that change how a request is read or kept alive (or tell its HTTP version apart)."""
 
 
 class Connection(asyncio.Protocol):
@@ -58,9 +63,8 @@ class Connection(asyncio.Protocol):
         """Bytes of every read the head spans: past the limit, the head is measured exactly."""
         self._read_size = 0
         self._data_size = 0
-        self._content_length = 0
-        self._has_body = False
-        self._expect = False
+        self._special: list[tuple[bytes, bytes]] | None = None
+        """The head's headers that change how it is read (see `_SPECIAL`), if it has any."""
         self._body: RequestBody | None = None
         """The body the parser is feeding, until its message completes."""
         # The requests being answered.
@@ -147,20 +151,16 @@ class Connection(asyncio.Protocol):
         self._head_reads = self._data_size
         self._head_raw = self._read_size  # 0 if it began after another message in this read
         self._read_size = 0
-        self._content_length = 0
-        self._has_body = False
-        self._expect = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        self._headers.append((name, value))
-        if name == b"content-length":
-            self._content_length = int(value)
-            self._has_body = self._content_length > 0
-        elif name == b"transfer-encoding":
-            self._has_body = True
-        elif name == b"expect":
-            self._expect = value.lower() == b"100-continue"
+        header = (name, value)
+        self._headers.append(header)
+        if name in _SPECIAL:
+            if self._special is None:
+                self._special = [header]
+            else:
+                self._special.append(header)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -171,11 +171,17 @@ class Connection(asyncio.Protocol):
             and self._head_size() > server.max_header_bytes
         ):
             self._reject(431)
-        if self._content_length > server.max_body_bytes:
-            self._reject(413)
-        method = parser.get_method()
+        keep_alive = parser.should_keep_alive()
+        body = None
+        if self._special is None:
+            # No Connection header: HTTP/1.1 keeps the connection, HTTP/1.0 does not (and
+            # asking the parser for the version costs more than the rest of this callback).
+            version = "1.1" if keep_alive else "1.0"
+        else:
+            version, body = self._special_head(keep_alive)
+            keep_alive = keep_alive and not parser.should_upgrade()
         url = self._url
-        if url[:1] == b"/":
+        if url[0] == 47:  # b"/": origin-form
             raw_path, _, query = url.partition(b"?")
         else:  # absolute-form or `*`
             parsed = httptools.parse_url(url)
@@ -183,12 +189,7 @@ class Connection(asyncio.Protocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = unquote(path)
-        version = parser.get_http_version()
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
-        body = RequestBody(self, server.max_body_bytes, self._loop) if self._has_body else None
-        self._body = body
-        if self._expect and body is not None and version == "1.1":
-            self._continue_pending = body
+        method = parser.get_method()
         request = Request(
             _METHODS.get(method) or method.decode("ascii"),
             raw_path,
@@ -205,6 +206,33 @@ class Connection(asyncio.Protocol):
         else:
             self._queue.append((request, body, keep_alive))
             self._flow.pause_reading()
+
+    def _special_head(self, keep_alive: bool) -> tuple[str, RequestBody | None]:
+        """The HTTP version and the body of a head with framing, Expect or Connection headers;
+        413 (by raising from the parser callback) past the body limit."""
+        special, self._special = self._special, None
+        server = self._server
+        has_body = expect = connection = False
+        for name, value in special or ():
+            if name == b"content-length":
+                length = int(value)
+                if length > server.max_body_bytes:
+                    self._reject(413)
+                has_body = length > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+            elif name == b"connection":
+                connection = True
+        version = "1.1" if keep_alive else "1.0"  # see on_headers_complete
+        if connection:
+            version = self._parser.get_http_version()
+        body = RequestBody(self, server.max_body_bytes, self._loop) if has_body else None
+        self._body = body
+        if expect and body is not None and version == "1.1":
+            self._continue_pending = body
+        return version, body
 
     def on_body(self, data: bytes) -> None:
         body = self._body
@@ -249,38 +277,40 @@ class Connection(asyncio.Protocol):
         try:
             try:
                 response = await self._server.handler(request)
-            except BodyTooLarge:
-                response, keep_alive = error_response(413), False
-            except BodyIncomplete:
-                response, keep_alive = error_response(400), False
-            except Exception:
-                log.exception("handler failed on %s %s", request.method, request.path)
-                response = error_response(500)
+            except Exception as exc:
+                response, keep_alive = failure_response(request, exc, keep_alive)
             if self._transport.is_closing():
                 await discard(response.body)
-                return
-            self._started = True
-            writer = self._writer
-            try:
-                if isinstance(response.body, BYTES):
-                    keep_alive = writer.write(request, response, keep_alive)
-                else:
-                    keep_alive = await writer.write_stream(request, response, keep_alive)
-            except InvalidResponse as exc:  # raised before anything was written
-                log.error("handler answered %s %s badly: %s", request.method, request.path, exc)
-                await discard(response.body)
-                if not self._transport.is_closing():
-                    keep_alive = writer.write(request, error_response(500), keep_alive)
+            elif isinstance(response.body, BYTES):
+                self._started = True
+                try:
+                    keep_alive = self._writer.write(request, response, keep_alive)
+                except InvalidResponse as exc:  # raised before anything was written
+                    keep_alive = self._invalid(request, exc, keep_alive)
+            else:
+                self._started = True
+                try:
+                    keep_alive = await self._writer.write_stream(request, response, keep_alive)
+                except InvalidResponse as exc:
+                    await discard(response.body)
+                    keep_alive = self._invalid(request, exc, keep_alive)
         except Exception:
             log.exception("writing the response to %s %s failed", request.method, request.path)
             keep_alive = False
         finally:
             self._response_done(body, keep_alive)
 
+    def _invalid(self, request: Request, exc: InvalidResponse, keep_alive: bool) -> bool:
+        """The handler's response could not be written: answer 500 instead."""
+        log.error("handler answered %s %s badly: %s", request.method, request.path, exc)
+        if self._transport.is_closing():
+            return False
+        return self._writer.write(request, error_response(500), keep_alive)
+
     def _response_done(self, body: RequestBody | None, keep_alive: bool) -> None:
         server = self._server
         server.in_flight_count -= 1
-        if not server.in_flight_count:
+        if not server.in_flight_count and server.drain_waiters:
             server.notify_drained()
         self._task = None
         self._active_body = None

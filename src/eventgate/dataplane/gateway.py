@@ -14,8 +14,6 @@ its reply malformed 502, function too slow 504, draining 503.
 import logging
 import time
 
-from prometheus_client import Counter, Histogram
-
 from eventgate.dataplane.ingress import Ingress
 from eventgate.dataplane.types import Request, Response
 from eventgate.dataplane.upstream import (
@@ -26,10 +24,11 @@ from eventgate.dataplane.upstream import (
 )
 from eventgate.errors import error_body
 from eventgate.events.cloudevents import classify
-from eventgate.model import HTTP_EVENT_TYPE, HTTP_METHODS
+from eventgate.model import HTTP_EVENT_TYPE
 from eventgate.observability.metrics import Metrics
 from eventgate.providers.http import FunctionFailed, HttpCaller, MalformedReply
-from eventgate.routing.snapshot import CorsPolicy, Route, RoutingSnapshot
+from eventgate.providers.python import PythonCaller
+from eventgate.routing.snapshot import CorsPolicy, PythonTarget, Route, RoutingSnapshot
 from eventgate.routing.table import RoutingTable
 from eventgate.settings import Settings
 
@@ -40,9 +39,6 @@ _PREFLIGHT_VARY = (
     b"vary",
     b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
 )
-_METHODS = frozenset(HTTP_METHODS)
-_MAX_LABEL_SETS = 10_000  # a bound on cached metric children, should routes churn a lot
-_Children = tuple[Counter, Histogram, Counter | None]
 
 
 def error_response(status: int, message: str) -> Response:
@@ -60,13 +56,15 @@ class Gateway:
         metrics: Metrics,
         settings: Settings,
         ingress: Ingress | None = None,
+        python: PythonCaller | None = None,
     ) -> None:
         self.routing = routing
         self.ingress = ingress
+        self.python = python
         self.metrics = metrics
         self.caller = HttpCaller(upstream, settings.function_timeout)
         self.draining = False
-        self._children: dict[tuple[str, str, str, str, int], _Children] = {}
+        self._stats = metrics.requests
 
     def start_draining(self) -> None:
         """Answer every new request with 503 from now on (requests in flight finish)."""
@@ -143,6 +141,10 @@ class Gateway:
 
     async def _call(self, route: Route, request: Request, params: dict[str, str]) -> Response:
         target = route.target
+        if type(target) is PythonTarget:
+            if self.python is None:
+                return error_response(502, "python functions are not enabled on this node")
+            return await self.python.call(target, request, params)
         try:
             return await self.caller.call(target, request, params)
         except UpstreamTimeout:
@@ -177,26 +179,8 @@ class Gateway:
     def _record(
         self, method: str, route: str, function: str, space: str, status: int, started: float
     ) -> None:
-        """Count the request and its latency, with metric children cached per label set."""
-        if method not in _METHODS:
-            method = "OTHER"
-        key = (method, route, function, space, status)
-        children = self._children.get(key)
-        if children is None:
-            if len(self._children) >= _MAX_LABEL_SETS:
-                self._children.clear()
-            metrics = self.metrics
-            children = (
-                metrics.data_requests.labels(method, route, function, str(status)),
-                metrics.data_latency.labels(route, function),
-                metrics.events_received.labels(space, "http.request") if function else None,
-            )
-            self._children[key] = children
-        requests, latency, received = children
-        requests.inc()
-        latency.observe(time.perf_counter() - started)
-        if received is not None:
-            received.inc()
+        """Count the request and its latency."""
+        self._stats.record(method, route, function, space, status, time.perf_counter() - started)
 
 
 def _allow_origin(policy: CorsPolicy, origin: bytes) -> bytes:

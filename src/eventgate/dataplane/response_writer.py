@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Protocol
 
 from eventgate.dataplane.flow_control import FlowControl
-from eventgate.dataplane.types import Request, Response
+from eventgate.dataplane.types import BodyIncomplete, BodyTooLarge, Headers, Request, Response
 from eventgate.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,15 @@ _JSON = [(b"content-type", b"application/json")]
 _CACHED_LENGTHS = 4096
 _LENGTHS = [b"content-length: %d\r\n" % size for size in range(_CACHED_LENGTHS)]
 """Content-Length lines for small bodies, built once."""
+_KEEP_LENGTHS = [line + b"\r\n" for line in _LENGTHS]
+"""The same, ending the head of a kept-alive HTTP/1.1 response."""
+_KNOWN_LINES = 4096
+"""Header lines `HeaderLines` remembers before it starts over."""
 _LARGE_BODY = 64 * 1024
 """Bytes bodies from this size on are written beside the head instead of copied into it."""
 
+_PLAIN_STATUS = {status: line for status, line in STATUS_LINES.items() if status not in (204, 304)}
+"""Status lines of the statuses whose answers carry a body."""
 BYTES = (bytes, bytearray, memoryview)
 """Body types written whole (anything else is an async iterable, streamed)."""
 
@@ -50,12 +56,58 @@ class InvalidResponse(ValueError):
     """A handler's response cannot be written (bad status, LF in a header, bad length)."""
 
 
+class Unusual(Exception):
+    """A header `HeaderLines` leaves to the general path (Connection)."""
+
+
+class HeaderLines:
+    """Response header lines, checked and serialized once per (name, value): handlers and
+    upstreams repeat the same headers, so most responses only look them up."""
+
+    __slots__ = ("known", "managed")
+
+    def __init__(self, managed: frozenset[bytes]) -> None:
+        self.managed = managed
+        self.known: dict[tuple[bytes, bytes], bytes] = {}
+        """`b"name: value\\r\\n"`, or `b""` for a header the server writes itself."""
+
+    def lines(self, headers: Headers) -> list[bytes]:
+        """The line of each header (see `line`)."""
+        known = self.known
+        lines = []
+        for header in headers:
+            line = known.get(header)
+            lines.append(self.line(header) if line is None else line)
+        return lines
+
+    def line(self, header: tuple[bytes, bytes]) -> bytes:
+        """The line for `header`, remembered. InvalidResponse for LF in it or a bad length;
+        Unusual for Connection (it may end the connection)."""
+        name, value = header
+        if b"\n" in name or b"\n" in value:  # a bare LF may end a line (RFC 9112 2.2)
+            raise InvalidResponse("a header name or value contains LF")
+        lower = name.lower()
+        if lower in self.managed:
+            if lower == b"content-length" and not value.isdigit():
+                raise InvalidResponse(f"content-length {value!r}")
+            if lower == b"connection":
+                raise Unusual
+            line = b""
+        else:
+            line = b"%s: %s\r\n" % header
+        if len(self.known) >= _KNOWN_LINES:  # values that never repeat (ids, dates): start over
+            self.known.clear()
+        self.known[header] = line
+        return line
+
+
 class ServerHeaders(Protocol):
     """What the writer reads from the server on each response."""
 
     default_headers: bytes
     """The `date` (and `server`) lines."""
     managed: frozenset[bytes]
+    header_lines: HeaderLines
     draining: bool
 
 
@@ -66,6 +118,16 @@ def status_line(status: int) -> bytes:
 def error_response(status: int) -> Response:
     """The JSON error answer for one of the server's own error statuses."""
     return Response(status, _JSON, error_body(ERROR_MESSAGES[status]))
+
+
+def failure_response(request: Request, exc: Exception, keep_alive: bool) -> tuple[Response, bool]:
+    """The answer when the handler raised `exc`, and whether the connection can go on."""
+    if isinstance(exc, BodyTooLarge):
+        return error_response(413), False
+    if isinstance(exc, BodyIncomplete):
+        return error_response(400), False
+    log.error("handler failed on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500), keep_alive
 
 
 def _connection_tail(keep_alive: bool, http10: bool) -> bytes:
@@ -123,6 +185,38 @@ class ResponseWriter:
     def write(self, request: Request, response: Response, keep_alive: bool) -> bool:
         """Write a response with a bytes body in one write; return whether to keep alive.
         InvalidResponse, with nothing written, if the handler's head is not valid."""
+        line = _PLAIN_STATUS.get(response.status)
+        if line is None or request.method == "HEAD" or request.http_version != "1.1":
+            return self._write_other(request, response, keep_alive)
+        # The usual answer, inline: a status with a body, HTTP/1.1, not HEAD.
+        server = self._server
+        try:
+            lines = [*map(server.header_lines.known.get, response.headers)]
+            if None in lines:  # a header seen for the first time (or lately forgotten)
+                lines = server.header_lines.lines(response.headers)
+        except (Unusual, TypeError):  # a Connection header, or one that is not bytes
+            return self._write_other(request, response, keep_alive)
+        body = response.body
+        size = len(body)
+        if keep_alive and not server.draining:
+            framing = (
+                _KEEP_LENGTHS[size]
+                if size < _CACHED_LENGTHS
+                else b"content-length: %d\r\n\r\n" % size
+            )
+        else:
+            keep_alive = False
+            framing = b"content-length: %d\r\nconnection: close\r\n\r\n" % size
+        if size < _LARGE_BODY:
+            self._transport.write(b"".join((line, server.default_headers, *lines, framing, body)))
+        else:
+            self._transport.writelines(
+                (b"".join((line, server.default_headers, *lines, framing)), body)
+            )
+        return keep_alive
+
+    def _write_other(self, request: Request, response: Response, keep_alive: bool) -> bool:
+        """`write` for HEAD, HTTP/1.0, bodiless and unusual statuses."""
         parts, length, keep_alive = self._head(response, keep_alive)
         status = response.status
         body = response.body
@@ -242,12 +336,16 @@ class ResponseWriter:
             if 0 <= expected < sent + len(chunk):  # longer than the handler said: cut
                 transport.write(b"".join((*parts, chunk[: expected - sent])))
                 return False
-            sent += len(chunk)
+            size = len(chunk)
+            sent += size
             if not chunked:
                 parts.append(chunk)
             elif chunk:
-                parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-            transport.write(b"".join(parts))
+                parts += (b"%x\r\n" % size, chunk, b"\r\n")
+            if size < _LARGE_BODY:
+                transport.write(b"".join(parts))
+            else:  # not copied into a joined buffer
+                transport.writelines(parts)
             parts.clear()
             if flow.write_paused:
                 await flow.drain()

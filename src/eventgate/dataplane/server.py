@@ -10,7 +10,7 @@ import socket
 from email.utils import formatdate
 
 from eventgate.dataplane.connection import Connection
-from eventgate.dataplane.response_writer import MANAGED
+from eventgate.dataplane.response_writer import MANAGED, HeaderLines
 from eventgate.dataplane.types import Handler
 
 
@@ -33,6 +33,7 @@ class DataPlaneServer:
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self.managed = MANAGED | {b"server"} if server_header else MANAGED
+        self.header_lines = HeaderLines(self.managed)
         self._server_line = b"server: %s\r\n" % server_header if server_header else b""
         self.default_headers = b""
         """`date` (refreshed each second) and `server` lines, ready to join into a head."""
@@ -40,20 +41,29 @@ class DataPlaneServer:
         self.connections: set[Connection] = set()
         self.in_flight_count = 0
         """Kept by the connections; read it through `in_flight`."""
-        self._idle_waiters: list[asyncio.Future[None]] = []
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        """Waiting in `wait_drained` for `in_flight_count` to reach zero."""
         self._listener: asyncio.Server | None = None
         self._clock: asyncio.TimerHandle | None = None
         self._port = 0
 
-    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> None:
-        """Listen on `host:port` (0 picks a free port) or on an already bound `sock`."""
+    async def start(
+        self, host: str, port: int, *, sock: socket.socket | None = None, reuse_port: bool = False
+    ) -> None:
+        """Listen on `host:port` (0 picks a free port) or on an already bound `sock`;
+        `reuse_port` lets other processes listen on the same port (SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
         self._tick()
         if sock is not None:
             self._listener = await loop.create_server(lambda: Connection(self), sock=sock)
         else:
             self._listener = await loop.create_server(
-                lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+                lambda: Connection(self),
+                host,
+                port,
+                reuse_address=True,
+                reuse_port=reuse_port,
+                backlog=1024,
             )
         self._port = self._listener.sockets[0].getsockname()[1]
 
@@ -78,7 +88,7 @@ class DataPlaneServer:
         """Return once no request is in flight."""
         if self.in_flight_count:
             waiter = asyncio.get_running_loop().create_future()
-            self._idle_waiters.append(waiter)
+            self.drain_waiters.append(waiter)
             await waiter
 
     async def close(self) -> None:
@@ -95,11 +105,11 @@ class DataPlaneServer:
             await self._listener.wait_closed()
 
     def notify_drained(self) -> None:
-        """Called by connections when `in_flight_count` drops to zero."""
-        for waiter in self._idle_waiters:
+        """Called by connections when `in_flight_count` drops to zero and `drain_waiters` wait."""
+        for waiter in self.drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        self._idle_waiters.clear()
+        self.drain_waiters.clear()
 
     def _tick(self) -> None:
         date = formatdate(usegmt=True).encode()

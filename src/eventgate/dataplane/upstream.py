@@ -6,7 +6,8 @@ fresh connection, when that is safe: its body was bytes (not a stream already co
 byte of a response had come back. Timeouts: `timeout` bounds connecting, sending and the
 response head for a bytes body (per attempt); for a streamed body the head's wait starts once
 the body is sent, and each stall (a write that cannot drain, a gap in the response body) gets
-`timeout`.
+`timeout`. A response body with a Content-Length up to `WHOLE_BODY` comes with its head (within
+the same `timeout`): `request` returns once it is all in.
 """
 
 import asyncio
@@ -16,18 +17,19 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from eventgate.dataplane.types import Headers
-from eventgate.dataplane.upstream_conn import (
-    BYTES,
+from eventgate.dataplane.upstream_conn import BYTES, HOP_BY_HOP, WHOLE_BODY, UpstreamConnection
+from eventgate.dataplane.upstream_errors import (
     ClosedBeforeResponse,
     UpstreamConnectError,
-    UpstreamConnection,
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamResponse,
     UpstreamTimeout,
 )
+from eventgate.dataplane.upstream_response import UpstreamResponse
 
 __all__ = [
+    "HOP_BY_HOP",
+    "WHOLE_BODY",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamPool",
@@ -56,6 +58,7 @@ class _Target:
     tls: bool
     host_header: bytes
     request_target: bytes
+    host_line: bytes
 
 
 def _parse_target(url: str) -> _Target:
@@ -72,13 +75,15 @@ def _parse_target(url: str) -> _Target:
     target = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         target += "?" + quote(parts.query, safe=_PATH_SAFE)
+    host_header = parts.netloc.rpartition("@")[2].encode("idna")
     return _Target(
         key=(parts.scheme, host, port),
         host=host,
         port=port,
         tls=tls,
-        host_header=parts.netloc.rpartition("@")[2].encode("idna"),
+        host_header=host_header,
         request_target=target.encode("ascii"),
+        host_line=b"host: " + host_header + b"\r\n",
     )
 
 
@@ -235,6 +240,29 @@ class UpstreamPool:
             self._sweeper = loop.call_later(self._idle_timeout / 2, self._sweep)
 
 
+class _Special(Exception):
+    """A request header the general head builder handles (Host, framing)."""
+
+
+_FRAMED = frozenset((b"host", b"content-length", b"transfer-encoding"))
+_LINES: dict[tuple[bytes, bytes], bytes] = {}
+"""Request header lines, checked and serialized once per (name, value)."""
+_MAX_LINES = 4096
+
+
+def _line(header: tuple[bytes, bytes]) -> bytes:
+    """`name: value\\r\\n`, remembered. ValueError if it would smuggle in a line of its own."""
+    name, value = header
+    if b"\n" in name or b"\n" in value:  # a bare LF may end a line for the upstream
+        raise ValueError("a request header name or value contains LF")
+    if name.lower() in _FRAMED:
+        raise _Special
+    if len(_LINES) >= _MAX_LINES:
+        _LINES.clear()
+    line = _LINES[header] = b"%s: %s\r\n" % header
+    return line
+
+
 def _request_head(
     method: str,
     upstream: _Target,
@@ -244,6 +272,38 @@ def _request_head(
 ) -> tuple[bytes, bool]:
     """The request line and headers for a body of `size` bytes (None: streamed); and whether
     the body goes chunked. ValueError if a header would smuggle in a line of its own."""
+    parts = [
+        _METHOD_BYTES.get(method) or method.encode("ascii"),
+        b" ",
+        target or upstream.request_target,
+        b" HTTP/1.1\r\n",
+        upstream.host_line,
+    ]
+    try:
+        lines = [*map(_LINES.get, headers)]
+        if None in lines:  # a header seen for the first time (or lately forgotten)
+            lines = [_LINES.get(header) or _line(header) for header in headers]
+    except (_Special, TypeError):  # Host or framing given, or a header that is not bytes
+        return _general_head(method, upstream, target, headers, size)
+    parts += lines
+    if size is None:
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        return b"".join(parts), True
+    if size or method in _BODY_METHODS:
+        parts.append(b"content-length: %d\r\n\r\n" % size)
+    else:
+        parts.append(b"\r\n")
+    return b"".join(parts), False
+
+
+def _general_head(
+    method: str,
+    upstream: _Target,
+    target: bytes | None,
+    headers: Headers,
+    size: int | None,
+) -> tuple[bytes, bool]:
+    """`_request_head` where the caller set Host, Content-Length or Transfer-Encoding."""
     streamed = size is None
     method_bytes = _METHOD_BYTES.get(method) or method.encode("ascii")
     parts = [method_bytes, b" ", target or upstream.request_target, b" HTTP/1.1\r\n"]

@@ -1,45 +1,50 @@
-"""One upstream HTTP/1.1 connection and the response read from it.
-
-`UpstreamConnection` is an asyncio.Protocol that writes one request at a time and parses the
-answer with `httptools.HttpResponseParser`; `UpstreamResponse` is the handle the caller reads
-the body through, and gives the connection back to its pool when the body ends.
+"""One upstream HTTP/1.1 connection: an asyncio.Protocol that writes one request at a time and
+parses the answer with `httptools.HttpResponseParser`, handing it over as an `UpstreamResponse`
+(`upstream_response.py`).
 """
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from typing import Protocol, cast
 
 import httptools
 
 from eventgate.dataplane.flow_control import HIGH_WATER, LOW_WATER, FlowControl
 from eventgate.dataplane.types import Headers
+from eventgate.dataplane.upstream_errors import (
+    ClosedBeforeResponse,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from eventgate.dataplane.upstream_response import UpstreamResponse
 
 BYTES = (bytes, bytearray, memoryview)
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    )
+)
+"""Headers about one connection, not the message (RFC 9110 7.6.1)."""
 _FRAMING = (b"content-length", b"transfer-encoding")
+_LISTED: dict[bytes, frozenset[bytes]] = {}
+"""What each `Connection` value lists beyond HOP_BY_HOP (memoized: upstreams repeat it)."""
+_NOTHING: frozenset[bytes] = frozenset()
+_NOTED = HOP_BY_HOP | {b"content-length"}
+WHOLE_BODY = 64 * 1024
+"""A response body of a known length up to this is awaited with its head (one wake-up, not
+two): callers read such bodies whole."""
 _SMALL_BODY = 64 * 1024
 """Bytes bodies below this size are copied into the head's buffer: one write, one syscall."""
-
-
-class UpstreamError(Exception):
-    """Calling an upstream failed."""
-
-
-class UpstreamConnectError(UpstreamError):
-    """Could not connect, or the connection closed before a response began (502)."""
-
-
-class UpstreamTimeout(UpstreamError):
-    """No (complete) response in time (504)."""
-
-
-class UpstreamProtocolError(UpstreamError):
-    """The response was malformed, cut short, or larger than allowed (502)."""
-
-
-class ClosedBeforeResponse(UpstreamConnectError):
-    """The connection closed before any byte of the response: safe to retry a replayable
-    request once, if the connection had been idle in the pool."""
 
 
 class ConnectionOwner(Protocol):
@@ -78,6 +83,10 @@ class UpstreamConnection(asyncio.Protocol):
         """The request was not sent whole: the connection cannot carry another."""
         self.status = 0
         self.headers: Headers = []
+        self.listed: frozenset[bytes] = frozenset()
+        self.length = -1
+        """The response's Content-Length, -1 without one."""
+        self._wake_at_end = False
         self.headers_done = False
         self.done = False
         self.keep_alive = False
@@ -102,12 +111,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self._fresh_parser:  # a HEAD answer may have left the parser expecting a body
             self._parser = httptools.HttpResponseParser(self)
             self._fresh_parser = False
+        # Only a connection whose last exchange ended cleanly is reused: `error`, `_spoilt`,
+        # `_interim` and `keep_alive` are as a new connection has them.
         self._active = True
         self._head_only = head_only
-        self._got_bytes = self._interim = self._spoilt = False
+        self._got_bytes = self.headers_done = self.done = self.read_all = False
         self.headers = []
-        self.headers_done = self.done = self.keep_alive = self.read_all = False
-        self.error = None
+        self.listed = _NOTHING
+        self.length = -1
         self.deadline = deadline
         transport = self._transport
         assert transport is not None
@@ -264,7 +275,32 @@ class UpstreamConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name in _NOTED and self._noted(name, value):
+            return
+        self.headers.append((name, value))
+
+    def _noted(self, name: bytes, value: bytes) -> bool:
+        """Note a header about the framing or the connection; True to keep it out of
+        `headers` (the connection's own)."""
+        if name == b"content-length":
+            self.length = int(value)  # the parser checked it is digits
+            return False
+        if name == b"transfer-encoding":
+            return False
+        if name == b"connection":
+            self._connection_header(value)
+        return True
+
+    def _connection_header(self, value: bytes) -> None:
+        listed = _LISTED.get(value)
+        if listed is None:
+            if len(_LISTED) >= 256:
+                _LISTED.clear()
+            tokens = frozenset(token.strip().lower() for token in value.split(b","))
+            listed = _LISTED[value] = tokens - HOP_BY_HOP
+        if listed:
+            self.listed = self.listed | listed
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -272,6 +308,7 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200:  # an interim answer (100 Continue, 103 Early Hints): skip it
             self._interim = True
             self.headers = []
+            self.listed = _NOTHING
             return
         self.status = status
         self.keep_alive = parser.should_keep_alive()
@@ -279,6 +316,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self._head_only:
             self.done = True
             self._fresh_parser = True
+        elif 0 < self.length <= WHOLE_BODY:  # wake the caller once the body is in too
+            self._wake_at_end = True
+            return
+        self._wake_at_end = False
         self._wake()
 
     def on_body(self, data: bytes) -> None:
@@ -288,7 +329,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.buffered += len(data)
         if self.buffered > HIGH_WATER and not self.read_all:
             self._flow.pause_reading()
-        if self._waiter is not None:
+        if self._waiter is not None and not self._wake_at_end:
             self._wake()
 
     def on_message_complete(self) -> None:
@@ -318,93 +359,3 @@ class UpstreamConnection(asyncio.Protocol):
             waiter.set_exception(UpstreamTimeout("the upstream did not answer in time"))
         else:
             self._timer = self.loop.call_at(self.deadline, self._on_timer)
-
-
-class UpstreamResponse:
-    """An upstream's answer: status and headers now, the body read whole or streamed.
-
-    The connection goes back to the pool as soon as the body has been consumed; `aclose`
-    discards an unread body (closing the connection). Header names are lower-case.
-    """
-
-    __slots__ = ("_conn", "_max_body", "_timeout", "headers", "status")
-
-    def __init__(self, conn: UpstreamConnection, timeout: float, max_body: int) -> None:
-        self.status = conn.status
-        self.headers: Headers = conn.headers
-        self._timeout = timeout
-        self._max_body = max_body
-        self._conn: UpstreamConnection | None = conn
-        if conn.done and not conn.chunks:
-            self._release()
-
-    @property
-    def complete(self) -> bool:
-        """Whether the whole body has arrived already (reading it will not wait)."""
-        return self._conn is None or self._conn.done
-
-    async def read(self) -> bytes:
-        """The whole body; UpstreamProtocolError past the pool's `max_body_bytes`."""
-        conn = self._conn
-        if conn is None:
-            return b""
-        if not conn.done or conn.buffered > self._max_body:
-            await self._read_rest(conn)
-        chunks = conn.chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        conn.buffered = 0
-        self._conn = None
-        conn.finish()
-        return data
-
-    async def _read_rest(self, conn: UpstreamConnection) -> None:
-        try:
-            conn.want_all()
-            while not conn.done:
-                self._check_size(conn)
-                await conn.wait_gap(self._timeout)
-            self._check_size(conn)
-        except BaseException:
-            self._abandon()
-            raise
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        conn = self._conn
-        if conn is None:
-            raise StopAsyncIteration
-        if not conn.chunks:
-            try:
-                while not conn.chunks and not conn.done:
-                    await conn.wait_gap(self._timeout)
-            except BaseException:
-                self._abandon()
-                raise
-            if not conn.chunks:
-                self._release()
-                raise StopAsyncIteration
-        chunk = conn.take()
-        if conn.done and not conn.chunks:
-            self._release()
-        return chunk
-
-    async def aclose(self) -> None:
-        """Discard the rest of the body; the connection closes unless it was all read."""
-        self._abandon()
-
-    def _check_size(self, conn: UpstreamConnection) -> None:
-        if conn.buffered > self._max_body:
-            raise UpstreamProtocolError(f"upstream body is larger than {self._max_body} bytes")
-
-    def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.finish()
-
-    def _abandon(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()

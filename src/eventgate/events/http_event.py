@@ -7,13 +7,14 @@ to its list of values; the body is normalized by content type (see `normalize_bo
 """
 
 import base64
-import uuid
+import time
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 import orjson
 
 from eventgate.dataplane.types import Headers, Request
+from eventgate.events.ids import uuid4_text
 from eventgate.model import HTTP_EVENT_TYPE
 
 CLOUDEVENTS_VERSION = "0.1"
@@ -66,6 +67,8 @@ def is_json_type(kind: str) -> bool:
 def normalize_body(body: bytes, content_type: str | None) -> object:
     """The body as it goes into `data`: JSON types that parse as an object → that object;
     text and form types → a string; anything else (or text that does not decode) → base64."""
+    if not body:  # whatever the type, that is ""
+        return ""
     kind, charset = media_type(content_type)
     if is_json_type(kind):
         try:
@@ -98,8 +101,25 @@ def http_event_data(request: Request, body: bytes, params: dict[str, str]) -> di
 
 
 def now_rfc3339() -> str:
-    """The current UTC time in RFC 3339, e.g. `2018-05-08T22:16:15.123456Z`."""
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """The current UTC time in RFC 3339, e.g. `2018-05-08T22:16:15.123456Z` (the date and time
+    of day are formatted once a second)."""
+    now = time.time()
+    second = int(now)
+    if second != _clock.second:
+        _clock.second = second
+        _clock.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{_clock.prefix}{int((now - second) * 1_000_000):06d}Z"
+
+
+class _Clock:
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+
+_clock = _Clock()
 
 
 def envelope(
@@ -116,7 +136,7 @@ def envelope(
     event.update(
         cloudEventsVersion=CLOUDEVENTS_VERSION,
         source=SOURCE,
-        eventID=str(uuid.uuid4()),
+        eventID=uuid4_text(),
         eventTime=now_rfc3339(),
         contentType=content_type,
         extensions=EXTENSIONS,

@@ -4,7 +4,11 @@ Names keep the Event Gateway's `eventgateway_` prefix where it had the same metr
 Grafana dashboards keep working; eventgate's own additions use `eventgate_`.
 """
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from eventgate.observability.request_metrics import RequestCollector, RequestStats
 
 LATENCY_BUCKETS = tuple(0.0005 * 2**n for n in range(16))
 # Accepted to delivered can take minutes when retries are involved: 1 ms to ~70 min.
@@ -16,25 +20,13 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.events_received = Counter(
-            "eventgateway_events_received_total",
-            "Events received on the events port.",
-            ["space", "type"],
-            registry=self.registry,
-        )
-        self.data_requests = Counter(
-            "eventgate_events_requests_total",
-            "Requests answered on the events port, by outcome.",
-            ["method", "route", "function", "status"],
-            registry=self.registry,
-        )
-        self.data_latency = Histogram(
-            "eventgate_events_request_duration_seconds",
-            "Time from a request's arrival on the events port to its response.",
-            ["route", "function"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.view: Any = self.registry
+        """What `render` collects: the registry, or with several workers a view that adds the
+        other workers' metrics (`eventgate.workers.WorkersView`)."""
+        self.requests = RequestStats(LATENCY_BUCKETS)
+        """Events-port requests, latencies and `http.request` events received (see
+        `request_metrics.py`: counted without prometheus_client's locks, exported on scrape)."""
+        self.registry.register(RequestCollector(self.requests))
         self.function_errors = Counter(
             "eventgate_function_errors_total",
             "Failed function calls, by reason (unreachable, timeout, malformed).",
@@ -125,5 +117,5 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (of every worker, see `view`)."""
+        return generate_latest(self.view)  # type: ignore[arg-type]
