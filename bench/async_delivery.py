@@ -88,22 +88,27 @@ def metric_total(config_port: int, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
+def subscribe_sink(config: int, backend: int) -> None:
+    """Register the nginx backend as `sink`, subscribed async to `bench.created`."""
+    base = f"http://127.0.0.1:{config}/v1/spaces/default"
+    post_json(
+        f"{base}/functions",
+        {"functionId": "sink", "type": "http",
+         "provider": {"url": f"http://127.0.0.1:{backend}/", "mode": "cloudevents"}},
+    )  # fmt: skip
+    post_json(
+        f"{base}/subscriptions",
+        {"type": "async", "eventType": "bench.created", "functionId": "sink",
+         "delivery": {"concurrency": 64}},
+    )  # fmt: skip
+
+
 def async_scenario(seconds: int, connections: int) -> dict[str, object]:
     processes = Processes()
     try:
         backend = processes.backend()
         events, config = processes.eventgate()
-        base = f"http://127.0.0.1:{config}/v1/spaces/default"
-        post_json(
-            f"{base}/functions",
-            {"functionId": "sink", "type": "http",
-             "provider": {"url": f"http://127.0.0.1:{backend}/", "mode": "cloudevents"}},
-        )  # fmt: skip
-        post_json(
-            f"{base}/subscriptions",
-            {"type": "async", "eventType": "bench.created", "functionId": "sink",
-             "delivery": {"concurrency": 64}},
-        )  # fmt: skip
+        subscribe_sink(config, backend)
         with tempfile.TemporaryDirectory(dir=processes.scratch) as name:
             reference = sqlite_reference(Path(name), seconds)
         script = processes.scratch / "cloudevents.lua"

@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from async_delivery import LUA, metric_total
+from async_delivery import LUA, metric_total, subscribe_sink
 from harness import Processes, free_port, post_json, run_wrk, wait_for_port
 
 WRITES = 60  # propagation samples (each is a subscription written, then found on two nodes)
@@ -184,20 +184,6 @@ def async_load(events: int, config_ports: list[int], seconds: int, connections: 
     }
 
 
-def subscribe(config: int, backend: int) -> None:
-    base = f"http://127.0.0.1:{config}/v1/spaces/default"
-    post_json(
-        f"{base}/functions",
-        {"functionId": "sink", "type": "http",
-         "provider": {"url": f"http://127.0.0.1:{backend}/", "mode": "cloudevents"}},
-    )  # fmt: skip
-    post_json(
-        f"{base}/subscriptions",
-        {"type": "async", "eventType": "bench.created", "functionId": "sink",
-         "delivery": {"concurrency": 64}},
-    )  # fmt: skip
-
-
 def cluster_scenario(seconds: int, connections: int) -> dict[str, object]:
     processes = Processes()
     try:
@@ -211,16 +197,16 @@ def cluster_scenario(seconds: int, connections: int) -> dict[str, object]:
         spread = propagation(nodes, backend, WRITES)
         script = processes.scratch / "cloudevents.lua"
         script.write_text(LUA)
-        subscribe(nodes[0][1], backend)
+        subscribe_sink(nodes[0][1], backend)
         time.sleep(1.0)  # every node routes the subscription
         on_nats = async_load(
             nodes[0][0], [config for _, config in nodes], seconds, connections, script
         )
         lone = processes.eventgate("--bus", f"nats://127.0.0.1:{nats}", "--bus-name", "lone")
-        subscribe(lone[1], backend)
+        subscribe_sink(lone[1], backend)
         on_nats_alone = async_load(lone[0], [lone[1]], seconds, connections, script)
         embedded_node = processes.eventgate()
-        subscribe(embedded_node[1], backend)
+        subscribe_sink(embedded_node[1], backend)
         embedded = async_load(embedded_node[0], [embedded_node[1]], seconds, connections, script)
     finally:
         processes.close()

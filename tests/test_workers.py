@@ -4,7 +4,6 @@ primary's `/v1/metrics` counts both, and the secondary goes when the primary doe
 import os
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +11,6 @@ import httpx
 import pytest
 
 from tests.processes import EventgateProcess, wait_until
-
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
 LISTEN, ESTABLISHED = "0A", "01"
 
