@@ -64,7 +64,7 @@ def test_reply_headers_are_checked_every_time(times: int) -> None:
         with pytest.raises(MalformedReply):
             parse_reply(b'{"headers": {"X-A": 1}}')
         plain = parse_reply(b'{"headers": {"X-A": "1"}, "body": "hi"}')
-        assert plain.headers[-1] == (b"content-type", b"text/plain; charset=utf-8")
+        assert plain.headers[-1] == (b"Content-Type", b"text/plain; charset=utf-8")
 
 
 def test_event_ids_are_random_version_4_uuids() -> None:

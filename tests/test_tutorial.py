@@ -13,8 +13,9 @@ from pathlib import Path
 from tests.processes import EchoProcess, EventgateProcess
 
 
-def curl(*args: str, cwd: Path | None = None) -> tuple[int, dict[str, str], bytes]:
-    """Run curl with `-i` and split its output into status, headers and body."""
+def curl(*args: str, cwd: Path | None = None) -> tuple[int, dict[str, str], bytes, list[str]]:
+    """Run curl with `-i` and split its output into status, headers (by lower-case name), body
+    and the header names as written."""
     result = subprocess.run(
         ["curl", "--silent", "--show-error", "-i", *args],
         capture_output=True,
@@ -24,11 +25,12 @@ def curl(*args: str, cwd: Path | None = None) -> tuple[int, dict[str, str], byte
     )
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
+    headers, names = {}, []
     for line in header_lines:
         name, _, value = line.partition(":")
+        names.append(name.strip())
         headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
+    return int(status_line.split()[1]), headers, body, names
 
 
 def test_seed_tutorial_routes_to_the_function_then_to_the_container(
@@ -46,7 +48,7 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     (tmp_path / "register-function.json").write_text(
         json.dumps({"functionId": "echo", "type": "http", "provider": {"url": cloud_function.url}})
     )
-    status, _, body = curl(
+    status, _, body, _ = curl(
         "--request", "POST",
         "--url", f"{config}/v1/spaces/default/functions",
         "--header", "content-type: application/json",
@@ -57,7 +59,7 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     assert json.loads(body)["functionId"] == "echo"
 
     subscription = '{"functionId": "echo", "event": "http", "method": "POST", "path": "/"}'
-    status, _, body = curl(
+    status, _, body, _ = curl(
         "--request", "POST",
         "--url", f"{config}/v1/spaces/default/subscriptions",
         "--header", "content-type: application/json",
@@ -66,7 +68,7 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     assert status == 201, body
     assert json.loads(body)["subscriptionId"] == "http,POST,%2F"
 
-    status, headers, body = curl(
+    status, headers, body, names = curl(
         "--request", "POST", "--url", events, "--data", '{"message": "Hello world!"}'
     )
     assert status == 200, body
@@ -74,10 +76,11 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     assert headers["content-type"] == "text/plain; charset=utf-8"
     assert headers["content-length"] == "27"
     assert "date" in headers
+    assert {"Date", "Content-Length", "Content-Type"} <= set(names), names  # as the seed shows
     assert body == b'{"message": "Hello world!"}'
 
     # Routing events to the Kubernetes service instead.
-    status, _, body = curl(
+    status, _, body, _ = curl(
         "--request", "POST",
         "--url", f"{config}/v1/spaces/default/functions",
         "--header", "content-type: application/json",
@@ -87,12 +90,12 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     )  # fmt: skip
     assert status == 201, body
 
-    status, _, body = curl(
+    status, _, body, _ = curl(
         "-X", "DELETE", f"{config}/v1/spaces/default/subscriptions/http,POST,%2F"
     )
     assert status == 204, body
 
-    status, _, body = curl(
+    status, _, body, _ = curl(
         "--request", "POST",
         "--url", f"{config}/v1/spaces/default/subscriptions",
         "--header", "content-type: application/json",
@@ -100,7 +103,7 @@ def test_seed_tutorial_routes_to_the_function_then_to_the_container(
     )  # fmt: skip
     assert status == 201, body
 
-    status, headers, body = curl(
+    status, headers, body, _ = curl(
         "--request", "POST", "--url", events, "--data", '{"message": "Hello World!"}'
     )
     assert status == 200, body

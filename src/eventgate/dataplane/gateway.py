@@ -34,9 +34,9 @@ from eventgate.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_JSON = (b"content-type", b"application/json")
+_JSON = (b"Content-Type", b"application/json")
 _PREFLIGHT_VARY = (
-    b"vary",
+    b"Vary",
     b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
 )
 
@@ -197,19 +197,19 @@ def preflight(policy: CorsPolicy, request: Request, origin: bytes, method: str) 
         and method in policy.methods
         and policy.allows_headers(asked)
     ):
-        headers.append((b"access-control-allow-origin", _allow_origin(policy, origin)))
-        headers.append((b"access-control-allow-methods", method.encode()))
+        headers.append((b"Access-Control-Allow-Origin", _allow_origin(policy, origin)))
+        headers.append((b"Access-Control-Allow-Methods", method.encode()))
         if asked.strip():
-            headers.append((b"access-control-allow-headers", asked.strip().encode("latin-1")))
+            headers.append((b"Access-Control-Allow-Headers", asked.strip().encode("latin-1")))
         if policy.config.allow_credentials:
-            headers.append((b"access-control-allow-credentials", b"true"))
+            headers.append((b"Access-Control-Allow-Credentials", b"true"))
     return Response(204, headers)
 
 
 def add_cors_headers(policy: CorsPolicy, method: str, origin: bytes, response: Response) -> None:
     """Let an allowed origin read an actual (non-preflight) response."""
-    response.headers.append((b"vary", b"Origin"))
+    response.headers.append((b"Vary", b"Origin"))
     if policy.allows_origin(origin.decode("latin-1")) and method in policy.methods:
-        response.headers.append((b"access-control-allow-origin", _allow_origin(policy, origin)))
+        response.headers.append((b"Access-Control-Allow-Origin", _allow_origin(policy, origin)))
         if policy.config.allow_credentials:
-            response.headers.append((b"access-control-allow-credentials", b"true"))
+            response.headers.append((b"Access-Control-Allow-Credentials", b"true"))

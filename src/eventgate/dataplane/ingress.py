@@ -42,7 +42,7 @@ from eventgate.providers.base import Deliverer
 from eventgate.routing.pathtree import Params
 from eventgate.routing.snapshot import Route, RoutingSnapshot
 
-_JSON = (b"content-type", b"application/json")
+_JSON = (b"Content-Type", b"application/json")
 
 
 def error_response(status: int, message: str) -> Response:

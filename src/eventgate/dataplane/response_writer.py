@@ -35,9 +35,9 @@ MANAGED = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date")
 )
 """Response headers the server writes itself; a handler's are dropped (or read for framing)."""
-_JSON = [(b"content-type", b"application/json")]
+_JSON = [(b"Content-Type", b"application/json")]
 _CACHED_LENGTHS = 4096
-_LENGTHS = [b"content-length: %d\r\n" % size for size in range(_CACHED_LENGTHS)]
+_LENGTHS = [b"Content-Length: %d\r\n" % size for size in range(_CACHED_LENGTHS)]
 """Content-Length lines for small bodies, built once."""
 _KEEP_LENGTHS = [line + b"\r\n" for line in _LENGTHS]
 """The same, ending the head of a kept-alive HTTP/1.1 response."""
@@ -105,7 +105,7 @@ class ServerHeaders(Protocol):
     """What the writer reads from the server on each response."""
 
     default_headers: bytes
-    """The `date` (and `server`) lines."""
+    """The `Date` (and `Server`) lines."""
     managed: frozenset[bytes]
     header_lines: HeaderLines
     draining: bool
@@ -133,8 +133,8 @@ def failure_response(request: Request, exc: Exception, keep_alive: bool) -> tupl
 def _connection_tail(keep_alive: bool, http10: bool) -> bytes:
     """The Connection line (if one is needed) and the blank line that ends a head."""
     if not keep_alive:
-        return b"connection: close\r\n\r\n"
-    return b"connection: keep-alive\r\n\r\n" if http10 else b"\r\n"
+        return b"Connection: close\r\n\r\n"
+    return b"Connection: keep-alive\r\n\r\n" if http10 else b"\r\n"
 
 
 async def discard(body: bytes | AsyncIterable[bytes]) -> None:
@@ -202,11 +202,11 @@ class ResponseWriter:
             framing = (
                 _KEEP_LENGTHS[size]
                 if size < _CACHED_LENGTHS
-                else b"content-length: %d\r\n\r\n" % size
+                else b"Content-Length: %d\r\n\r\n" % size
             )
         else:
             keep_alive = False
-            framing = b"content-length: %d\r\nconnection: close\r\n\r\n" % size
+            framing = b"Content-Length: %d\r\nConnection: close\r\n\r\n" % size
         if size < _LARGE_BODY:
             self._transport.write(b"".join((line, server.default_headers, *lines, framing, body)))
         else:
@@ -226,10 +226,10 @@ class ResponseWriter:
         elif request.method == "HEAD":
             if length is None or body:
                 length = b"%d" % len(body)
-            framing, body = b"content-length: " + length + b"\r\n", b""
+            framing, body = b"Content-Length: " + length + b"\r\n", b""
         else:
             size = len(body)
-            framing = _LENGTHS[size] if size < _CACHED_LENGTHS else b"content-length: %d\r\n" % size
+            framing = _LENGTHS[size] if size < _CACHED_LENGTHS else b"Content-Length: %d\r\n" % size
         framing += _connection_tail(keep_alive, request.http_version == "1.0")
         count = (len(parts) - 2) >> 2
         start = len(parts[0]) + len(parts[1])
@@ -255,8 +255,8 @@ class ResponseWriter:
                 (
                     status_line(status),
                     self._server.default_headers,
-                    b"content-type: application/json\r\ncontent-length: %d\r\n" % len(message),
-                    b"connection: close\r\n\r\n",
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(message),
+                    b"Connection: close\r\n\r\n",
                     message,
                 )
             )
@@ -277,9 +277,9 @@ class ResponseWriter:
         if request.method == "HEAD" or status == 204 or status == 304:
             if status != 204 and status != 304:
                 if length is not None:
-                    parts.append(b"content-length: " + length + b"\r\n")
+                    parts.append(b"Content-Length: " + length + b"\r\n")
                 elif not http10:
-                    parts.append(b"transfer-encoding: chunked\r\n")
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
             parts.append(_connection_tail(keep_alive, http10))
             self._transport.write(b"".join(parts))
             await discard(source)
@@ -291,7 +291,7 @@ class ResponseWriter:
             if self._transport.is_closing():
                 return False
             keep_alive = keep_alive and length in (None, b"0")
-            parts += (b"content-length: 0\r\n", _connection_tail(keep_alive, http10))
+            parts += (b"Content-Length: 0\r\n", _connection_tail(keep_alive, http10))
             self._transport.write(b"".join(parts))
             return keep_alive
         except Exception:
@@ -301,9 +301,9 @@ class ResponseWriter:
                 return False
             return self.write(request, error_response(500), False)
         if length is not None:
-            parts.append(b"content-length: " + length + b"\r\n")
+            parts.append(b"Content-Length: " + length + b"\r\n")
         elif not http10:
-            parts.append(b"transfer-encoding: chunked\r\n")
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         else:  # HTTP/1.0 without a length: the body ends when the connection does
             keep_alive = False
         parts.append(_connection_tail(keep_alive, http10))

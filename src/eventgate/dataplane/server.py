@@ -34,9 +34,9 @@ class DataPlaneServer:
         self.idle_timeout = idle_timeout
         self.managed = MANAGED | {b"server"} if server_header else MANAGED
         self.header_lines = HeaderLines(self.managed)
-        self._server_line = b"server: %s\r\n" % server_header if server_header else b""
+        self._server_line = b"Server: %s\r\n" % server_header if server_header else b""
         self.default_headers = b""
-        """`date` (refreshed each second) and `server` lines, ready to join into a head."""
+        """`Date` (refreshed each second) and `server` lines, ready to join into a head."""
         self.draining = False
         self.connections: set[Connection] = set()
         self.in_flight_count = 0
@@ -113,5 +113,5 @@ class DataPlaneServer:
 
     def _tick(self) -> None:
         date = formatdate(usegmt=True).encode()
-        self.default_headers = b"date: " + date + b"\r\n" + self._server_line
+        self.default_headers = b"Date: " + date + b"\r\n" + self._server_line
         self._clock = asyncio.get_running_loop().call_later(1.0, self._tick)

@@ -34,9 +34,9 @@ _HOST_ONLY = frozenset((b"host",))
 _NAME = itemgetter(0)
 _PROTO = (b"x-forwarded-proto", b"http")
 _ADDRESSES: dict[str, tuple[bytes, bytes]] = {}
-_ENVELOPE_HEADERS = [(b"content-type", b"application/cloudevents+json")]
-_TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
-_JSON = (b"content-type", b"application/json")
+_ENVELOPE_HEADERS = [(b"Content-Type", b"application/cloudevents+json")]
+_TEXT_PLAIN = (b"Content-Type", b"text/plain; charset=utf-8")
+_JSON = (b"Content-Type", b"application/json")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 BUFFER_LIMIT = WHOLE_BODY

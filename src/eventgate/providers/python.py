@@ -34,7 +34,7 @@ from eventgate.routing.pathtree import Params
 from eventgate.routing.snapshot import PythonTarget
 from eventgate.runtime import Execution, TooManyRequests
 
-_JSON = (b"content-type", b"application/json")
+_JSON = (b"Content-Type", b"application/json")
 _INVOCATION = b"x-eventgate-invocation-id"
 _DELIVERY_GRACE = 0.25  # the runtime's own timeout answers first when both are the same
 
