@@ -69,6 +69,15 @@ def _check_duration(value: str | None) -> str | None:
     return value
 
 
+def _check_json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        try:
+            validator_for(value).check_schema(value)
+        except SchemaError as error:
+            raise ValueError(f"not a valid JSON Schema: {error.message}") from None
+    return value
+
+
 def _normalize_path(value: str) -> str:
     return value if value.startswith("/") else "/" + value
 
@@ -104,15 +113,7 @@ class FunctionSchema(Resource):
     input: dict[str, Any] | None = Field(default=None, alias="in")
     output: dict[str, Any] | None = Field(default=None, alias="out")
 
-    @field_validator("input", "output")
-    @classmethod
-    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            try:
-                validator_for(value).check_schema(value)
-            except SchemaError as error:
-                raise ValueError(f"not a valid JSON Schema: {error.message}") from None
-        return value
+    _schemas = field_validator("input", "output")(_check_json_schema)
 
 
 class PythonProvider(Resource):
@@ -221,9 +222,7 @@ class DeliverySpec(Resource):
     timeout: str | None = Field(default=None, description="per attempt, e.g. PT10S")
     concurrency: int | None = Field(default=None, ge=1, le=10_000, description="in flight")
 
-    _durations = field_validator("backoff_delay", "max_backoff", "timeout")(
-        lambda value: _check_duration(value)
-    )
+    _durations = field_validator("backoff_delay", "max_backoff", "timeout")(_check_duration)
 
 
 class Subscription(Resource):
@@ -338,15 +337,7 @@ class EventType(Resource):
     )
     metadata: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("data_schema")
-    @classmethod
-    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            try:
-                validator_for(value).check_schema(value)
-            except SchemaError as error:
-                raise ValueError(f"schema is not a valid JSON Schema: {error.message}") from None
-        return value
+    _schema = field_validator("data_schema")(_check_json_schema)
 
 
 def store_key(kind: str, space: str, resource_id: str) -> str:
