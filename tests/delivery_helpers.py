@@ -4,6 +4,7 @@ SQLite queue), a recording function, config shortcuts, and waiting for a conditi
 import asyncio
 import inspect
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,30 @@ def event_id_of(request: Received) -> str:
         return found
     body = request.json()
     return str(body.get("eventID") or body.get("id"))
+
+
+class Recorder:
+    """A function that fails chosen attempts (500, 429, or hanging past the timeout) and
+    records every call and every success."""
+
+    def __init__(self, failures: dict[str, list[str]] | None = None) -> None:
+        self.failures = failures or {}
+        self.calls: Counter[str] = Counter()
+        self.delivered: Counter[str] = Counter()
+        self.backend = Backend(self.answer)
+
+    async def answer(self, request: Received) -> Reply:
+        event_id = event_id_of(request)
+        self.calls[event_id] += 1
+        planned = self.failures.get(event_id, [])
+        if self.calls[event_id] <= len(planned):
+            failure = planned[self.calls[event_id] - 1]
+            if failure == "hang":
+                await self.backend.release.wait()
+                return 200, [], b"too late"
+            return int(failure), [("retry-after", "0")] if failure == "429" else [], b"failed"
+        self.delivered[event_id] += 1
+        return 200, [], b"ok"
 
 
 async def wait_for(

@@ -27,7 +27,7 @@ import pytest
 
 from eventgate.runtime import pack_directory
 from tests.cluster_helpers import Cluster, ClusterNode
-from tests.delivery_helpers import STRUCTURED, ce, event_id_of, wait_for
+from tests.delivery_helpers import STRUCTURED, Recorder, ce, wait_for
 from tests.etcd_server import EtcdServer
 from tests.gateway_backend import Backend, Received, Reply
 from tests.nats_server import NatsServer
@@ -113,31 +113,12 @@ async def test_config_written_on_one_node_routes_on_the_others_within_a_second(
         await function.close()
 
 
-class Recorder:
-    """A function that fails planned attempts and records every call and every success."""
-
-    def __init__(self, fail: dict[str, list[int]] | None = None) -> None:
-        self.fail = fail or {}
-        self.calls: Counter[str] = Counter()
-        self.delivered: Counter[str] = Counter()
-        self.backend = Backend(self.answer)
-
-    async def answer(self, request: Received) -> Reply:
-        event_id = event_id_of(request)
-        self.calls[event_id] += 1
-        planned = self.fail.get(event_id, [])
-        if self.calls[event_id] <= len(planned):
-            return planned[self.calls[event_id] - 1], [], b"planned failure"
-        self.delivered[event_id] += 1
-        return 200, [], b"ok"
-
-
 async def test_events_round_robin_reach_every_subscription_once_unless_retried(
     cluster: Cluster,
 ) -> None:
     nodes = cluster.nodes
     ids = [f"rr-{n}" for n in range(150)]
-    flaky = Recorder({i: [503] for i in ids[::7]} | {i: [500, 429] for i in ids[3::11]})
+    flaky = Recorder({i: ["503"] for i in ids[::7]} | {i: ["500", "429"] for i in ids[3::11]})
     steady = Recorder()
     odd = Recorder()
     delivery = {"retry": 3, "backoffDelay": "PT0.1S", "timeout": "PT2S", "concurrency": 8}
@@ -185,7 +166,7 @@ async def test_events_round_robin_reach_every_subscription_once_unless_retried(
                     life = (await config.get(f"/events/{twice[0]}")).json()
                 raise AssertionError(f"{name} got {twice} twice: {life}")
             for event_id in expected[name]:
-                planned = len(recorder.fail.get(event_id, []))
+                planned = len(recorder.failures.get(event_id, []))
                 assert recorder.calls[event_id] == 1 + planned, (name, event_id)
         # The life of an event accepted by one node, read through another.
         async with nodes[2].config() as config:

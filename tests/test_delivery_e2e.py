@@ -4,7 +4,6 @@ SIGKILL while events are being accepted and delivered, after which every 202 is 
 
 import asyncio
 import random
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,35 +11,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.delivery_helpers import STRUCTURED, ce, event_id_of, wait_for
-from tests.gateway_backend import Backend, Received, Reply
+from tests.delivery_helpers import STRUCTURED, Recorder, ce, wait_for
 from tests.processes import EventgateProcess
 
 EVENT_TYPE = "e2e.created"
-
-
-class Recorder:
-    """A function that fails chosen attempts (500, 429, or hanging past the timeout) and
-    records every call and every success."""
-
-    def __init__(self, failures: dict[str, list[str]] | None = None) -> None:
-        self.failures = failures or {}
-        self.calls: Counter[str] = Counter()
-        self.delivered: Counter[str] = Counter()
-        self.backend = Backend(self.answer)
-
-    async def answer(self, request: Received) -> Reply:
-        event_id = event_id_of(request)
-        self.calls[event_id] += 1
-        planned = self.failures.get(event_id, [])
-        if self.calls[event_id] <= len(planned):
-            failure = planned[self.calls[event_id] - 1]
-            if failure == "hang":
-                await self.backend.release.wait()
-                return 200, [], b"too late"
-            return int(failure), [("retry-after", "0")] if failure == "429" else [], b"failed"
-        self.delivered[event_id] += 1
-        return 200, [], b"ok"
 
 
 @pytest.fixture
