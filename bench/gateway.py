@@ -63,22 +63,39 @@ def gateway_scenario(mode: str, seconds: int, connections: int) -> dict[str, Any
             processes.backend(ENVELOPE_REPLY) if mode == "eventgateway" else processes.backend()
         )
         nginx = processes.nginx_proxy(backend)
+        bare = processes.bare_proxy(backend) if mode == "proxy" else None
         events, config = processes.eventgate()
         register(config, backend, mode)
         direct = run_wrk(f"http://127.0.0.1:{backend}/", connections=connections, seconds=seconds)
         via_nginx = run_wrk(f"http://127.0.0.1:{nginx}/", connections=connections, seconds=seconds)
+        via_bare = (
+            run_wrk(f"http://127.0.0.1:{bare}/", connections=connections, seconds=seconds)
+            if bare is not None
+            else None
+        )
         via_gate = run_wrk(f"http://127.0.0.1:{events}/", connections=connections, seconds=seconds)
     finally:
         processes.close()
     aims = {"throughput": ">= 1.0", "latency": "<= 1.5"} if mode == "proxy" else {}
     if mode == "eventgateway":
         aims["throughput"] = ">= 0.6"
+    rows = compare(mode, direct, via_nginx, via_gate, aims)
+    if via_bare is not None:  # the floor of a Python proxy (bare_proxy.py), and its own ratio
+        rows.append(
+            row(mode, "throughput vs a bare Python proxy", via_gate.requests_per_second,
+                via_bare.requests_per_second, "bare_proxy.py", unit="req/s")
+        )  # fmt: skip
+        rows.append(
+            row("bare proxy", "throughput", via_bare.requests_per_second,
+                via_nginx.requests_per_second, "nginx proxy_pass", unit="req/s")
+        )  # fmt: skip
     return {
         "scenario": mode,
         "direct": asdict(direct),
         "nginx": asdict(via_nginx),
         "eventgate": asdict(via_gate),
-        "rows": compare(mode, direct, via_nginx, via_gate, aims),
+        "bare": asdict(via_bare) if via_bare is not None else None,
+        "rows": rows,
     }
 
 

@@ -172,6 +172,14 @@ class Processes:
             workers=workers,
         )
 
+    def bare_proxy(self, backend_port: int) -> int:
+        """`bare_proxy.py` (the least a Python proxy does) in front of the backend."""
+        port = free_port()
+        script = Path(__file__).with_name("bare_proxy.py")
+        self._start([sys.executable, str(script), str(port), str(backend_port)])
+        wait_for_port(port)
+        return port
+
     def eventgate(self, *extra_args: str, data_dir: Path | None = None) -> tuple[int, int]:
         """Start `eventgate serve` with a fresh data dir (or `data_dir`); return (events port,
         config port)."""

@@ -16,6 +16,7 @@ import uvicorn
 from eventgate.api.app import create_config_app
 from eventgate.dataplane.gateway import Gateway
 from eventgate.dataplane.ingress import Ingress
+from eventgate.dataplane.passthrough import Passthrough
 from eventgate.dataplane.server import DataPlaneServer
 from eventgate.dataplane.upstream import UpstreamPool
 from eventgate.delivery import Queue, Retention, SqliteQueue
@@ -94,6 +95,8 @@ class Node:
             read_timeout=settings.read_timeout,
             idle_timeout=settings.idle_timeout,
         )
+        if settings.fast_lane:
+            self.events_server.lane = Passthrough(self.gateway, self.upstream, self.events_server)
         await self.events_server.start(
             settings.host, settings.events_port, reuse_port=settings.workers > 1
         )

@@ -60,7 +60,8 @@ DURATION = Duration()
 
 def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
     """A `serve` flag that is also settable as `EVENTGATE_<NAME>` and names a Settings field."""
-    envvar = "EVENTGATE_" + name.removeprefix("--").replace("-", "_").upper()
+    flag = name.split("/")[0]  # `--flag/--no-flag`: the variable is named after `--flag`
+    envvar = "EVENTGATE_" + flag.removeprefix("--").replace("-", "_").upper()
     kwargs.setdefault("show_default", True)
     return click.option(name, envvar=envvar, show_envvar=True, **kwargs)
 
@@ -101,6 +102,11 @@ def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
     type=click.IntRange(min=1),
     default=1,
     help="Processes serving the events port (SO_REUSEPORT); the first also serves the config API.",
+)
+@_option(
+    "--fast-lane/--no-fast-lane",
+    default=True,
+    help="Answer plain requests to proxy-mode functions on the fast lane (same answers).",
 )
 @_option(
     "--function-timeout",

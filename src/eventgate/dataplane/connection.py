@@ -4,11 +4,16 @@ It parses requests and answers them one at a time, in order (pipelined requests 
 queue); streams request bodies with back-pressure; answers `Expect: 100-continue` when the
 handler first reads; enforces the header and body limits (431/413), malformed input (400), the
 read timeout (408) and the idle timeout (close). Every error path ends in a response or a close.
+
+A read that holds exactly one whole request with no body is first offered to the server's fast
+lane (`passthrough.py`), which may answer it without a Task (`lane_answer`) or hand it back to
+the general path (`lane_general`); requests pipelined behind it wait in the queue meanwhile.
 """
 
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
@@ -25,7 +30,7 @@ from eventgate.dataplane.response_writer import (
     error_response,
     failure_response,
 )
-from eventgate.dataplane.types import BodyIncomplete, BodyTooLarge, Headers, Request
+from eventgate.dataplane.types import BodyIncomplete, BodyTooLarge, Headers, Request, Response
 
 if TYPE_CHECKING:
     from eventgate.dataplane.server import DataPlaneServer
@@ -52,6 +57,8 @@ class Connection(asyncio.Protocol):
         self._flow: FlowControl
         self._writer: ResponseWriter
         self._client: tuple[str, int] | None = None
+        self.forwarded_for = b""
+        """The client's `X-Forwarded-For` line (after its CRLF), for the fast lane's heads."""
         # The request being parsed.
         self._in_head = False
         self._url = b""
@@ -70,6 +77,8 @@ class Connection(asyncio.Protocol):
         # The requests being answered.
         self._queue: deque[tuple[Request, RequestBody | None, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._lane_busy = False
+        """The fast lane is answering a request (no Task)."""
         self._active_body: RequestBody | None = None
         self._started = False
         self._continue_pending: RequestBody | None = None
@@ -91,6 +100,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self._client = (peer[0], peer[1])
+            self.forwarded_for = b"\r\nx-forwarded-for: " + peer[0].encode()
         self._server.connections.add(self)
         self._last_activity = self._loop.time()
         self._timer = self._loop.call_at(self._last_activity + self._tick, self._on_timer)
@@ -119,6 +129,16 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_activity = self._loop.time()
         if self._stopped:
+            return
+        if (
+            self._task is None
+            and not self._lane_busy
+            and not self._in_head
+            and self._body is None
+            and data.endswith(b"\r\n\r\n")
+            and self._server.lane is not None
+            and self._server.lane.take(self, data)
+        ):
             return
         size = self._data_size = len(data)
         if self._in_head:
@@ -201,7 +221,7 @@ class Connection(asyncio.Protocol):
             self._client,
         )
         server.in_flight_count += 1
-        if self._task is None:
+        if self._task is None and not self._lane_busy:
             self._start(request, body, keep_alive)
         else:
             self._queue.append((request, body, keep_alive))
@@ -268,15 +288,29 @@ class Connection(asyncio.Protocol):
 
     # Answering
 
-    def _start(self, request: Request, body: RequestBody | None, keep_alive: bool) -> None:
+    def _start(
+        self,
+        request: Request,
+        body: RequestBody | None,
+        keep_alive: bool,
+        answer: Awaitable[Response] | None = None,
+    ) -> None:
         self._active_body = body
         self._started = False
-        self._task = self._loop.create_task(self._run(request, body, keep_alive))
+        self._task = self._loop.create_task(self._run(request, body, keep_alive, answer))
 
-    async def _run(self, request: Request, body: RequestBody | None, keep_alive: bool) -> None:
+    async def _run(
+        self,
+        request: Request,
+        body: RequestBody | None,
+        keep_alive: bool,
+        answer: Awaitable[Response] | None,
+    ) -> None:
         try:
             try:
-                response = await self._server.handler(request)
+                if answer is None:
+                    answer = self._server.handler(request)
+                response = await answer
             except Exception as exc:
                 response, keep_alive = failure_response(request, exc, keep_alive)
             if self._transport.is_closing():
@@ -306,6 +340,45 @@ class Connection(asyncio.Protocol):
         if self._transport.is_closing():
             return False
         return self._writer.write(request, error_response(500), keep_alive)
+
+    # The fast lane
+
+    def lane_begin(self) -> None:
+        """The fast lane took the request just read: it answers with `lane_answer` or
+        `lane_general`."""
+        self._lane_busy = True
+        self._server.in_flight_count += 1
+
+    def lane_answer(self, response: bytes, keep_alive: bool) -> None:
+        """Write the fast lane's whole answer (head and body), then go on with the next."""
+        self._lane_busy = False
+        transport = self._transport
+        if not transport.is_closing():
+            transport.write(response)
+        self._response_done(None, keep_alive)
+
+    def lane_response(self, request: Request, response: Response) -> None:
+        """Write a response the fast lane made (a bytes body) as the general path would."""
+        self._lane_busy = False
+        keep_alive = False
+        if not self._transport.is_closing():
+            try:
+                keep_alive = self._writer.write(request, response, True)
+            except InvalidResponse as exc:  # raised before anything was written
+                keep_alive = self._invalid(request, exc, True)
+        self._response_done(None, keep_alive)
+
+    def lane_general(
+        self, request: Request, answer: Coroutine[object, object, Response] | None
+    ) -> None:
+        """Answer the fast lane's request on the general path: `answer`, or the handler's."""
+        self._lane_busy = False
+        self._start(request, None, True, answer)
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The client's address and port."""
+        return self._client
 
     def _response_done(self, body: RequestBody | None, keep_alive: bool) -> None:
         server = self._server
@@ -361,7 +434,7 @@ class Connection(asyncio.Protocol):
             body.fail(BodyIncomplete(ERROR_MESSAGES[status]))
             if body is self._active_body and not self._started:
                 self._write_error(status)
-        elif self._task is None:
+        elif self._task is None and not self._lane_busy:
             self._write_error(status)
         else:
             self._error_status = status
@@ -384,7 +457,7 @@ class Connection(asyncio.Protocol):
         server = self._server
         body = self._body
         status = 0
-        if self._task is None and not self._queue:
+        if self._task is None and not self._lane_busy and not self._queue:
             if self._in_head:
                 timeout, status = server.read_timeout, 408
             elif body is not None:  # the rest of a body whose answer went out already
@@ -417,7 +490,7 @@ class Connection(asyncio.Protocol):
     # Shutdown
 
     def close_if_idle(self) -> None:
-        if self._task is None and not self._in_head and self._body is None:
+        if self._task is None and not self._lane_busy and not self._in_head and self._body is None:
             self._transport.close()
 
     def abort(self) -> asyncio.Task[None] | None:

@@ -13,6 +13,7 @@ its reply malformed 502, function too slow 504, draining 503.
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from eventgate.dataplane.ingress import Ingress
 from eventgate.dataplane.types import Request, Response
@@ -20,15 +21,28 @@ from eventgate.dataplane.upstream import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
+    UpstreamResponse,
     UpstreamTimeout,
 )
 from eventgate.errors import error_body
 from eventgate.events.cloudevents import classify
 from eventgate.model import HTTP_EVENT_TYPE
 from eventgate.observability.metrics import Metrics
-from eventgate.providers.http import FunctionFailed, HttpCaller, MalformedReply
+from eventgate.providers.http import (
+    FunctionFailed,
+    HttpCaller,
+    MalformedReply,
+    function_reply,
+    passthrough,
+)
 from eventgate.providers.python import PythonCaller
-from eventgate.routing.snapshot import CorsPolicy, PythonTarget, Route, RoutingSnapshot
+from eventgate.routing.snapshot import (
+    CorsPolicy,
+    HttpTarget,
+    PythonTarget,
+    Route,
+    RoutingSnapshot,
+)
 from eventgate.routing.table import RoutingTable
 from eventgate.settings import Settings
 
@@ -147,24 +161,54 @@ class Gateway:
             return await self.python.call(target, request, params)
         try:
             return await self.caller.call(target, request, params)
-        except UpstreamTimeout:
+        except (UpstreamError, FunctionFailed, MalformedReply) as error:
+            return self.call_failed(target, error)
+
+    async def finish_lane(
+        self,
+        route: Route,
+        request: Request,
+        reply: Awaitable[UpstreamResponse],
+        started: float,
+    ) -> Response:
+        """The answer to a request the fast lane sent to a function (proxy or eventgateway
+        mode), once the lane handed the function's reply over: counted as `handle` counts it."""
+        target = route.target
+        try:
+            if target.mode == "proxy":
+                response = await passthrough(await reply)
+            else:
+                response = await function_reply(await reply)
+        except (UpstreamError, FunctionFailed, MalformedReply) as error:
+            response = self.call_failed(target, error)
+        self.record(request.method, route, response.status, started)
+        return response
+
+    def record(self, method: str, route: Route, status: int, started: float) -> None:
+        """Count a routed request's answer."""
+        target = route.target
+        self._record(method, route.label, target.function_id, target.space, status, started)
+
+    def call_failed(self, target: HttpTarget | PythonTarget, error: Exception) -> Response:
+        """The error answer for a failed function call (logged and counted)."""
+        if isinstance(error, UpstreamTimeout):
             reason, status = "timeout", 504
             message = f'Function call failed: function "{target.function_id}" timed out'
-        except UpstreamConnectError:
+        elif isinstance(error, UpstreamConnectError):
             reason, status = "unreachable", 502
             message = f'Function call failed: function "{target.function_id}" is unreachable'
-        except UpstreamError:
+        elif isinstance(error, FunctionFailed):
+            reason, status = "failed", 502
+            message = f'Function call failed: function "{target.function_id}" {error}'
+        elif isinstance(error, MalformedReply):
+            reason, status = "malformed", 502
+            message = f"HTTP response object malformed: {error}"
+        else:
             reason, status = "protocol", 502
             message = (
                 f'Function call failed: function "{target.function_id}" '
                 "answered with an invalid HTTP response"
             )
-        except FunctionFailed as error:
-            reason, status = "failed", 502
-            message = f'Function call failed: function "{target.function_id}" {error}'
-        except MalformedReply as error:
-            reason, status = "malformed", 502
-            message = f"HTTP response object malformed: {error}"
         log.warning(
             "function %s/%s (%s, %s mode) failed: %s",
             target.space,

@@ -111,6 +111,11 @@ class ServerHeaders(Protocol):
     draining: bool
 
 
+def length_line(size: int) -> bytes:
+    """The Content-Length line for a body of `size` bytes."""
+    return _LENGTHS[size] if size < _CACHED_LENGTHS else b"Content-Length: %d\r\n" % size
+
+
 def status_line(status: int) -> bytes:
     return STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
 
@@ -228,8 +233,7 @@ class ResponseWriter:
                 length = b"%d" % len(body)
             framing, body = b"Content-Length: " + length + b"\r\n", b""
         else:
-            size = len(body)
-            framing = _LENGTHS[size] if size < _CACHED_LENGTHS else b"Content-Length: %d\r\n" % size
+            framing = length_line(len(body))
         framing += _connection_tail(keep_alive, request.http_version == "1.0")
         count = (len(parts) - 2) >> 2
         start = len(parts[0]) + len(parts[1])

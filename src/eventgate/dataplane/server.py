@@ -11,7 +11,7 @@ from email.utils import formatdate
 
 from eventgate.dataplane.connection import Connection
 from eventgate.dataplane.response_writer import MANAGED, HeaderLines
-from eventgate.dataplane.types import Handler
+from eventgate.dataplane.types import Handler, Lane
 
 
 class DataPlaneServer:
@@ -38,6 +38,8 @@ class DataPlaneServer:
         self.default_headers = b""
         """`Date` (refreshed each second) and `server` lines, ready to join into a head."""
         self.draining = False
+        self.lane: Lane | None = None
+        """The fast lane, offered each whole request with no body first (`passthrough.py`)."""
         self.connections: set[Connection] = set()
         self.in_flight_count = 0
         """Kept by the connections; read it through `in_flight`."""

@@ -6,7 +6,10 @@ keep-alive, pipelining order, chunked framing, HEAD, limits and timeouts.
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from eventgate.dataplane.connection import Connection
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -65,3 +68,11 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Lane(Protocol):
+    """A fast lane: offered each read that holds one whole request with no body."""
+
+    def take(self, conn: "Connection", data: bytes) -> bool:
+        """Answer the request in `data` (True), or leave it to the general path (False)."""
+        ...

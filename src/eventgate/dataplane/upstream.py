@@ -49,7 +49,7 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 
 @dataclass(frozen=True, slots=True)
-class _Target:
+class UpstreamTarget:
     """A parsed upstream URL."""
 
     key: tuple[str, str, int]
@@ -61,7 +61,7 @@ class _Target:
     host_line: bytes
 
 
-def _parse_target(url: str) -> _Target:
+def _parse_target(url: str) -> UpstreamTarget:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -76,7 +76,7 @@ def _parse_target(url: str) -> _Target:
     if parts.query:
         target += "?" + quote(parts.query, safe=_PATH_SAFE)
     host_header = parts.netloc.rpartition("@")[2].encode("idna")
-    return _Target(
+    return UpstreamTarget(
         key=(parts.scheme, host, port),
         host=host,
         port=port,
@@ -101,10 +101,10 @@ class UpstreamPool:
     ) -> None:
         self._max_idle = max_idle_per_host
         self._connect_timeout = connect_timeout
-        self._max_body = max_body_bytes
+        self.max_body_bytes = max_body_bytes
         self._idle_timeout = idle_timeout
         self._ssl_context = ssl_context
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[str, UpstreamTarget] = {}
         self._idle: dict[tuple[str, str, int], list[UpstreamConnection]] = {}
         self._conns: set[UpstreamConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -132,7 +132,7 @@ class UpstreamPool:
         size = len(body) if isinstance(body, BYTES) else None
         head, chunked = _request_head(method, upstream, target, headers, size)
         head_only = method == "HEAD"
-        conn = self._idle_connection(upstream.key)
+        conn = self.idle_connection(upstream.key)
         while True:
             reused = conn is not None
             if conn is None:
@@ -141,12 +141,16 @@ class UpstreamPool:
                 deadline = conn.loop.time() + timeout
             try:
                 return await conn.exchange(
-                    head, body, chunked, head_only, deadline, timeout, self._max_body
+                    head, body, chunked, head_only, deadline, timeout, self.max_body_bytes
                 )
             except ClosedBeforeResponse:
                 if not reused or size is None:  # a streamed body may be half sent: no replay
                     raise
                 conn = None  # once more, on a fresh connection
+
+    def target(self, url: str) -> UpstreamTarget:
+        """What the pool knows of `url` (UpstreamConnectError if it is not http(s)://host)."""
+        return self._targets.get(url) or self._remember(url)
 
     async def close(self) -> None:
         """Close every connection, idle or busy; later requests fail."""
@@ -177,15 +181,16 @@ class UpstreamPool:
 
     # Internals
 
-    def _remember(self, url: str) -> _Target:
+    def _remember(self, url: str) -> UpstreamTarget:
         upstream = _parse_target(url)
         if len(self._targets) >= _MAX_TARGETS:
             del self._targets[next(iter(self._targets))]
         self._targets[url] = upstream
         return upstream
 
-    def _idle_connection(self, key: tuple[str, str, int]) -> UpstreamConnection | None:
-        """The most recently used idle connection that is still open, if any."""
+    def idle_connection(self, key: tuple[str, str, int]) -> UpstreamConnection | None:
+        """The most recently used idle connection to `key` (a target's) that is still open,
+        taken from the pool, if any (none once the pool is closed)."""
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -194,7 +199,9 @@ class UpstreamPool:
             conn.close()
         return None
 
-    async def _connect(self, upstream: _Target, budget: float) -> tuple[UpstreamConnection, float]:
+    async def _connect(
+        self, upstream: UpstreamTarget, budget: float
+    ) -> tuple[UpstreamConnection, float]:
         """A new connection, and the deadline (`budget` from now) for the exchange on it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
@@ -265,7 +272,7 @@ def _line(header: tuple[bytes, bytes]) -> bytes:
 
 def _request_head(
     method: str,
-    upstream: _Target,
+    upstream: UpstreamTarget,
     target: bytes | None,
     headers: Headers,
     size: int | None,
@@ -298,7 +305,7 @@ def _request_head(
 
 def _general_head(
     method: str,
-    upstream: _Target,
+    upstream: UpstreamTarget,
     target: bytes | None,
     headers: Headers,
     size: int | None,

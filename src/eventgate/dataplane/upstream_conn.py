@@ -1,6 +1,10 @@
 """One upstream HTTP/1.1 connection: an asyncio.Protocol that writes one request at a time and
 parses the answer with `httptools.HttpResponseParser`, handing it over as an `UpstreamResponse`
 (`upstream_response.py`).
+
+A raw exchange (`send_raw`, the events port's fast lane) skips the parser: the bytes that come
+back go to a `RawReceiver` as they are, which either takes a whole response from them or hands
+the exchange over to the parser (`to_general`) and awaits it like any other (`response_head`).
 """
 
 import asyncio
@@ -55,6 +59,24 @@ class ConnectionOwner(Protocol):
     def forget(self, conn: "UpstreamConnection") -> None: ...
 
 
+class RawReceiver(Protocol):
+    """Who a raw exchange reports to (`passthrough.py`)."""
+
+    def raw_data(self, conn: "UpstreamConnection", received: bytes) -> None:
+        """Every byte of the answer so far: end the exchange (`raw_done`), hand it over
+        (`to_general`), or return to wait for more."""
+        ...
+
+    def raw_failed(self, conn: "UpstreamConnection", error: UpstreamError) -> None:
+        """The exchange failed (timed out, or closed before any byte came back); the
+        connection is closed."""
+        ...
+
+    def raw_general(self, conn: "UpstreamConnection") -> None:
+        """The connection closed after some bytes: the exchange is the parser's now."""
+        ...
+
+
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to one (scheme, host, port), one exchange at a time."""
 
@@ -94,6 +116,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.read_all = False
+        # The current raw exchange, if any.
+        self._receiver: RawReceiver | None = None
+        self._received = b""
 
     # Driving an exchange (the pool and the response)
 
@@ -108,18 +133,7 @@ class UpstreamConnection(asyncio.Protocol):
         max_body: int,
     ) -> "UpstreamResponse":
         """Send one request on this (idle or new) connection; return once its head is in."""
-        if self._fresh_parser:  # a HEAD answer may have left the parser expecting a body
-            self._parser = httptools.HttpResponseParser(self)
-            self._fresh_parser = False
-        # Only a connection whose last exchange ended cleanly is reused: `error`, `_spoilt`,
-        # `_interim` and `keep_alive` are as a new connection has them.
-        self._active = True
-        self._head_only = head_only
-        self._got_bytes = self.headers_done = self.done = self.read_all = False
-        self.headers = []
-        self.listed = _NOTHING
-        self.length = -1
-        self.deadline = deadline
+        self._begin(head_only, deadline)
         transport = self._transport
         assert transport is not None
         try:
@@ -133,6 +147,29 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 await self._send_stream(head, body, chunked, gap)
                 self.deadline = self.loop.time() + gap
+        except BaseException:
+            self.close()
+            raise
+        return await self.response_head(gap, max_body)
+
+    def _begin(self, head_only: bool, deadline: float) -> None:
+        """Set up for the next exchange's answer."""
+        if self._fresh_parser:  # a HEAD answer may have left the parser expecting a body
+            self._parser = httptools.HttpResponseParser(self)
+            self._fresh_parser = False
+        # Only a connection whose last exchange ended cleanly is reused: `error`, `_spoilt`,
+        # `_interim` and `keep_alive` are as a new connection has them.
+        self._active = True
+        self._head_only = head_only
+        self._got_bytes = self.headers_done = self.done = self.read_all = False
+        self.headers = []
+        self.listed = _NOTHING
+        self.length = -1
+        self.deadline = deadline
+
+    async def response_head(self, gap: float, max_body: int) -> "UpstreamResponse":
+        """The answer to the request sent, once its head is in (by `deadline`)."""
+        try:
             while not self.headers_done:
                 if self.error is not None:
                     raise self.error
@@ -141,6 +178,48 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             raise
         return UpstreamResponse(self, gap, max_body)
+
+    def send_raw(
+        self, head: bytes, head_only: bool, receiver: RawReceiver, deadline: float
+    ) -> bool:
+        """Send a request without a body on this idle connection (`head_only`: a HEAD); what
+        comes back goes to `receiver`. False, with nothing sent, if the far side has closed
+        it already."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self.close()
+            return False
+        self._active = True
+        self._head_only = head_only
+        self._receiver = receiver
+        self.deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+        transport.write(head)
+        return True
+
+    def raw_done(self, reusable: bool) -> None:
+        """The receiver took the whole answer: back to the pool (if `reusable`), or closed."""
+        self._receiver = None
+        self._received = b""
+        self._active = False
+        if reusable and self.alive:
+            self._owner.release(self)
+        else:
+            self.close()
+
+    def to_general(self) -> None:
+        """Parse the raw exchange's bytes, and the rest, as `exchange` does; the caller then
+        awaits `response_head`."""
+        received = self._received
+        self._receiver = None
+        self._received = b""
+        self._begin(self._head_only, self.deadline)
+        if received:
+            self.data_received(received)
 
     async def _send_stream(
         self, head: bytes, body: AsyncIterable[bytes], chunked: bool, gap: float
@@ -233,6 +312,14 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._owner.forget(self)
+        receiver = self._receiver
+        if receiver is not None:
+            if not self._received:
+                self._receiver = None
+                receiver.raw_failed(self, ClosedBeforeResponse("the upstream closed"))
+                return
+            self.to_general()  # the end may be what ends the body: the parser decides
+            receiver.raw_general(self)
         if self._active and not self.done and self.error is None:
             if self.headers_done and self._ends_at_eof():
                 self.done = True
@@ -260,6 +347,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
+        receiver = self._receiver
+        if receiver is not None:
+            received = self._received = self._received + data if self._received else data
+            receiver.raw_data(self, received)
+            return
         if not self._active or self.done:  # bytes nobody asked for: this connection is spoilt
             self.close()
             return
@@ -351,6 +443,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
+        receiver = self._receiver
+        if receiver is not None:
+            if self.loop.time() < self.deadline:
+                self._timer = self.loop.call_at(self.deadline, self._on_timer)
+                return
+            self._receiver = None
+            self.close()
+            receiver.raw_failed(self, UpstreamTimeout("the upstream did not answer in time"))
+            return
         waiter = self._waiter
         if waiter is None or waiter.done():
             return

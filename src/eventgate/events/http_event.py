@@ -151,3 +151,13 @@ def http_request_event(request: Request, body: bytes, params: dict[str, str]) ->
     kind, _ = media_type((request.header(b"content-type") or b"").decode("latin-1"))
     data = http_event_data(request, body, params)
     return envelope(HTTP_EVENT_TYPE, data, kind or DEFAULT_CONTENT_TYPE)
+
+
+def envelope_template(request: Request, params: dict[str, str]) -> tuple[bytes, bytes, bytes]:
+    """`http_request_event` for a request without a body, as JSON cut around its `eventID` and
+    `eventTime`: join the parts with a new id and time for each call of the same request."""
+    event = http_request_event(request, b"", params)
+    text = orjson.dumps(event)
+    before_id, _, rest = text.partition(str(event["eventID"]).encode())
+    between, _, after_time = rest.partition(str(event["eventTime"]).encode())
+    return before_id, between, after_time

@@ -41,14 +41,27 @@ class RequestStats:
         self, method: str, route: str, function: str, space: str, status: int, seconds: float
     ) -> None:
         """Count one answered request that took `seconds`."""
+        series = self.series.get((method, route, function, space, status))
+        if series is None:
+            series = self.series_of(method, route, function, space, status)
+        series[0] += 1
+        series[1] += seconds
+        series[2 + bisect_left(self.bounds, seconds)] += 1
+
+    def series_of(
+        self, method: str, route: str, function: str, space: str, status: int
+    ) -> list[float]:
+        """The series of one label set, created if new (callers may keep it and `count`)."""
+        if method not in _METHODS:
+            method = "OTHER"
         key = (method, route, function, space, status)
         series = self.series.get(key)
         if series is None:
-            if method not in _METHODS:
-                key = ("OTHER", route, function, space, status)
-            series = self.series.get(key)
-            if series is None:
-                series = self.series[key] = [0] * self._size
+            series = self.series[key] = [0] * self._size
+        return series
+
+    def count(self, series: list[float], seconds: float) -> None:
+        """Count one answered request that took `seconds` in a series from `series_of`."""
         series[0] += 1
         series[1] += seconds
         series[2 + bisect_left(self.bounds, seconds)] += 1

@@ -79,10 +79,7 @@ class HttpCaller:
             body=payload,
             timeout=target.timeout or self.default_timeout,
         )
-        raw = reply.take_body() if reply.complete else await _read(reply)
-        if reply.status >= 500:
-            raise FunctionFailed(f"function answered HTTP {reply.status}")
-        return parse_reply(raw)
+        return await function_reply(reply)
 
     async def _cloudevents(self, target: HttpTarget, request: Request, params: Params) -> Response:
         body = await request.body.read()
@@ -120,6 +117,10 @@ class HttpCaller:
         if reply.complete and not reply.listed:  # the usual small answer, as it is
             return Response(reply.status, reply.headers, reply.take_body())
         return await passthrough(reply)
+
+    def timeout(self, target: HttpTarget) -> float:
+        """How long a call to `target` may take."""
+        return target.timeout or self.default_timeout
 
 
 def has_body(headers: Headers) -> bool:
@@ -210,6 +211,20 @@ def end_to_end(reply: UpstreamResponse) -> Headers:
     if not reply.listed:
         return reply.headers
     return [item for item in reply.headers if item[0] not in reply.listed]
+
+
+async def function_reply(reply: UpstreamResponse) -> Response:
+    """The HTTP response an `eventgateway`-mode function's reply describes; FunctionFailed
+    for a server error, MalformedReply for a reply that breaks the contract."""
+    raw = reply.take_body() if reply.complete else await _read(reply)
+    return reply_response(reply.status, raw)
+
+
+def reply_response(status: int, raw: bytes) -> Response:
+    """`function_reply` for a reply already read: its status and body."""
+    if status >= 500:
+        raise FunctionFailed(f"function answered HTTP {status}")
+    return parse_reply(raw)
 
 
 async def passthrough(reply: UpstreamResponse) -> Response:

@@ -1,0 +1,413 @@
+"""The events port's fast lane: plain requests to http functions, answered without a Task.
+
+The lane takes a read that holds exactly one whole HTTP/1.1 request with no body (GET, HEAD,
+DELETE, OPTIONS), no framing or hop-by-hop header, no `Origin`, nothing that makes it a
+CloudEvent and no `X-Forwarded-*` yet, routed to a proxy or eventgateway-mode http function
+(with no async subscription or event type rule on that route), when the pool has an idle
+connection to the function. It sends the function's request as bytes, worked out once per
+distinct request: in proxy mode the request head rewritten (the function's `Host`, then
+`X-Forwarded-For`, `-Proto` and `-Host`), in eventgateway mode the `http.request` envelope with a
+new `eventID` and `eventTime`. The answer's bytes come back whole and, when they are the usual
+answer (`raw_answer.py`), go to the client in one write: in proxy mode as they are, with the
+server's `Date` in place of the function's; in eventgateway mode as the reply describes.
+
+Everything else goes on through the general path (`gateway.py`, `providers/http.py`), which
+gives the same answer: a request the lane does not take is parsed again by the server; an answer
+it does not take is handed to the connection's parser (`UpstreamConnection.to_general`) and
+finished by `Gateway.finish_lane`; a pooled connection that turns out closed before any byte
+came back sends the request once more through the whole handler. The lane only ever skips work:
+the general path is the reference for every answer, and the lane's are the same byte for byte
+(but for the Date, and the eventID and eventTime of an envelope).
+"""
+
+import re
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from eventgate.dataplane.body import EMPTY_BODY
+from eventgate.dataplane.raw_answer import (
+    LINES,
+    MEMO_BYTES,
+    MEMO_ENTRIES,
+    AnswerHeads,
+    normal_lines,
+)
+from eventgate.dataplane.response_writer import length_line
+from eventgate.dataplane.types import Request, Response
+from eventgate.dataplane.upstream import (
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTarget,
+    UpstreamTimeout,
+)
+from eventgate.dataplane.upstream_conn import UpstreamConnection
+from eventgate.events.http_event import envelope_template, now_rfc3339
+from eventgate.events.ids import uuid4_text
+from eventgate.model import HTTP_EVENT_TYPE
+from eventgate.providers.http import FunctionFailed, MalformedReply, reply_response
+from eventgate.routing.snapshot import HttpTarget, Route, RoutingSnapshot
+
+if TYPE_CHECKING:
+    from eventgate.dataplane.connection import Connection
+    from eventgate.dataplane.gateway import Gateway
+    from eventgate.dataplane.server import DataPlaneServer
+
+_REQUEST = re.compile(
+    rb"(GET|HEAD|DELETE|OPTIONS) (/[\x21\x22\x24-\x7e]*) HTTP/1\.1" + LINES + rb"\r\n\r\n"
+)
+"""One whole request without a body: method, origin-form target (no fragment), header lines."""
+_UNUSUAL = re.compile(
+    rb"\r\n(?:content-|transfer-encoding:|expect:|upgrade:|connection:|keep-alive:|te:|"
+    rb"trailer:|proxy-|origin:|ce-|x-forwarded-)"
+)
+"""Request headers (lower-cased) that leave the request to the general path."""
+WHOLE_ANSWER = 64 * 1024
+"""Answers with bodies larger than this are streamed by the general path."""
+_METHOD_NAMES = {b"GET": "GET", b"HEAD": "HEAD", b"DELETE": "DELETE", b"OPTIONS": "OPTIONS"}
+_LANE_MODES = frozenset(("proxy", "eventgateway"))
+_PROTO = b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
+_CLOSE = b"Connection: close\r\n"
+
+
+class LaneRoute:
+    """What the lane needs to send requests for one (method, path) to their function."""
+
+    __slots__ = ("head", "host_line", "key", "route", "series", "target", "timeout")
+
+    def __init__(
+        self, route: Route, target: HttpTarget, method: bytes, upstream: UpstreamTarget
+    ) -> None:
+        self.route = route
+        self.target = target
+        self.key = upstream.key
+        self.host_line = b"host: " + upstream.host_header
+        if target.mode == "proxy":  # the request line's start; the target follows
+            self.head = method + b" " + target.base_path
+        else:  # the envelope's head, up to its Content-Length's value
+            self.head = b"POST %s HTTP/1.1\r\n%s\r\n%s" % (
+                upstream.request_target,
+                self.host_line,
+                b"Content-Type: application/cloudevents+json\r\ncontent-length: ",
+            )
+        self.timeout = 0.0
+        self.series: dict[int, list[float]] = {}
+        """The request metrics' series of each status answered."""
+
+
+class Plan:
+    """A request the lane takes: what goes to its function."""
+
+    __slots__ = ("envelope", "head_end", "head_only", "head_start", "lane", "request")
+
+    def __init__(self, lane: LaneRoute, head_only: bool) -> None:
+        self.lane = lane
+        self.head_only = head_only
+        """A HEAD sent on as a HEAD (proxy mode): its answer has no body."""
+        self.head_start = self.head_end = b""
+        """Proxy mode: the function's request head before and after X-Forwarded-For."""
+        self.envelope: tuple[bytes, bytes, bytes] | None = None
+        """Eventgateway mode: the envelope's JSON around its eventID and eventTime."""
+        self.request: Request | None = None
+        """Eventgateway mode: the request, for writing the reply's response."""
+
+
+class Passthrough:
+    """The fast lane of one events port (`DataPlaneServer.lane`).
+
+    What it works out from a request's bytes (or an answer's head, or a reply) alone is
+    remembered by those bytes, for the current routing snapshot: clients and functions repeat
+    themselves."""
+
+    def __init__(self, gateway: "Gateway", pool: UpstreamPool, server: "DataPlaneServer") -> None:
+        self.gateway = gateway
+        self.pool = pool
+        self.server = server
+        self.stats = gateway.metrics.requests
+        self.heads = AnswerHeads(b"server" in server.managed)
+        self.replies: dict[bytes, Response] = {}
+        """Eventgateway-mode replies (below HTTP 500) and the responses they describe."""
+        self._snapshot: RoutingSnapshot | None = None
+        self._routes: dict[tuple[bytes, bytes], LaneRoute | None] = {}
+        self._plans: dict[bytes, Plan | None] = {}
+
+    def take(self, conn: "Connection", data: bytes) -> bool:
+        """Answer the request in `data` (one whole request, no body) if it is the lane's;
+        False to leave it to the general path (nothing was done)."""
+        if self.gateway.draining:
+            return False
+        snapshot = self.gateway.routing.snapshot
+        if snapshot is not self._snapshot:
+            self._snapshot = snapshot
+            self._routes = {}
+            self._plans = {}
+        plan = self._plans.get(data, _UNKNOWN)
+        if plan is _UNKNOWN:
+            plan = self._plan(snapshot, conn, data)
+        if plan is None:
+            return False
+        lane = plan.lane
+        upstream = self.pool.idle_connection(lane.key)
+        if upstream is None:
+            return False
+        exchange = Exchange(self, conn, plan, data)
+        conn.lane_begin()
+        envelope = plan.envelope
+        if envelope is None:
+            head = plan.head_start + conn.forwarded_for + plan.head_end
+        else:
+            payload = b"".join(
+                (
+                    envelope[0],
+                    uuid4_text().encode(),
+                    envelope[1],
+                    now_rfc3339().encode(),
+                    envelope[2],
+                )
+            )
+            head = b"%s%d\r\n\r\n%s" % (lane.head, len(payload), payload)
+        if not upstream.send_raw(
+            head, plan.head_only, exchange, upstream.loop.time() + lane.timeout
+        ):
+            conn.lane_general(exchange.request(), None)  # closed while idle: the general path
+        return True
+
+    def _plan(self, snapshot: RoutingSnapshot, conn: "Connection", data: bytes) -> Plan | None:
+        """Whether the request in `data` is the lane's, and what goes to its function."""
+        plan = None
+        match = _REQUEST.fullmatch(data)
+        if match is not None:
+            method, target, lines = match.groups()
+            lowered = lines.lower()
+            host_at = lowered.find(b"\r\nhost:")
+            if (
+                host_at >= 0
+                and lowered.find(b"\r\nhost:", host_at + 7) < 0
+                and _UNUSUAL.search(lowered) is None
+            ):
+                raw_path = target.partition(b"?")[0]
+                lane = self._routes.get((method, raw_path), _UNKNOWN_ROUTE)
+                if lane is _UNKNOWN_ROUTE:
+                    lane = self._learn(snapshot, method, raw_path)
+                if lane is not None and lane.target.mode == "proxy":
+                    plan = _proxy_plan(lane, method, target, lines, host_at)
+                elif lane is not None:
+                    plan = Plan(lane, False)
+                    plan.request = request_of(match, conn)
+                    found = _lookup(snapshot, plan.request.method, plan.request.path)
+                    assert found is not None  # as `_learn` found it
+                    plan.envelope = envelope_template(plan.request, found[1])
+        if len(data) <= MEMO_BYTES:
+            if len(self._plans) >= MEMO_ENTRIES:
+                self._plans = {}
+            self._plans[data] = plan
+        return plan
+
+    def _learn(self, snapshot: RoutingSnapshot, method: bytes, raw_path: bytes) -> LaneRoute | None:
+        """Whether requests for (method, path) are the lane's, worked out as the gateway
+        would."""
+        name = _METHOD_NAMES[method]
+        path = _path(raw_path)
+        found = _lookup(snapshot, name, path)
+        lane = None
+        target = found[0].target if found is not None else None
+        if (
+            found is not None
+            and type(target) is HttpTarget
+            and target.mode in _LANE_MODES
+            and not snapshot.match_async(HTTP_EVENT_TYPE, name, path)
+            and snapshot.policy(target.space, HTTP_EVENT_TYPE) is None
+        ):
+            try:
+                lane = LaneRoute(found[0], target, method, self.pool.target(target.url))
+                lane.timeout = self.gateway.caller.timeout(target)
+            except UpstreamError:
+                lane = None  # a URL the pool cannot call: the general path answers 502
+        if len(self._routes) >= MEMO_ENTRIES:
+            self._routes = {}
+        self._routes[method, raw_path] = lane
+        return lane
+
+    def reply(self, lane: LaneRoute, status: int, body: bytes) -> Response:
+        """The response an eventgateway-mode reply describes, or the error it makes."""
+        response = self.replies.get(body) if status < 500 else None
+        if response is None:
+            try:
+                response = reply_response(status, body)
+            except (FunctionFailed, MalformedReply) as error:
+                return self.gateway.call_failed(lane.target, error)
+            if len(body) <= MEMO_BYTES and status < 500:
+                if len(self.replies) >= MEMO_ENTRIES:
+                    self.replies = {}
+                self.replies[body] = response
+        return response
+
+
+_UNKNOWN_ROUTE = LaneRoute.__new__(LaneRoute)
+"""Not yet worked out (`_routes.get` default)."""
+_UNKNOWN = Plan.__new__(Plan)
+"""Not yet worked out (`_plans.get` and `heads.known.get` default)."""
+
+
+def _proxy_plan(lane: LaneRoute, method: bytes, target: bytes, lines: bytes, host_at: int) -> Plan:
+    """The function's request head for a proxy-mode request: its own Host, X-Forwarded-*."""
+    plan = Plan(lane, method == b"HEAD")
+    host_end = lines.find(b"\r\n", host_at + 7)
+    if host_end < 0:
+        host_end = len(lines)
+    plan.head_start = b"".join(
+        (
+            lane.head,
+            target,
+            b" HTTP/1.1\r\n",
+            lane.host_line,
+            normal_lines(lines[:host_at] + lines[host_end:]),
+        )
+    )
+    host = lines[host_at + 7 : host_end].strip(b" \t")
+    plan.head_end = _PROTO + host + b"\r\n\r\n"
+    return plan
+
+
+class Exchange:
+    """One request in the lane: it hears from the function's connection (`RawReceiver`)."""
+
+    __slots__ = ("_conn", "_data", "_passthrough", "_plan", "_started")
+
+    def __init__(
+        self, passthrough: Passthrough, conn: "Connection", plan: Plan, data: bytes
+    ) -> None:
+        self._passthrough = passthrough
+        self._conn = conn
+        self._plan = plan
+        self._data = data
+        self._started = time.perf_counter()
+
+    def raw_data(self, upstream: UpstreamConnection, received: bytes) -> None:
+        head_end = received.find(b"\r\n\r\n") + 4
+        if head_end < 4:
+            if len(received) > WHOLE_ANSWER:
+                self._to_general(upstream)
+            return  # more to come
+        passthrough = self._passthrough
+        head = received[:head_end]
+        answer = passthrough.heads.known.get(head, _UNKNOWN)
+        if answer is _UNKNOWN:
+            answer = passthrough.heads.learn(head)
+        if answer is None:
+            self._to_general(upstream)
+            return
+        status_line, lines, length, status = answer
+        plan = self._plan
+        if status == 204 or status == 304:
+            framing = b""
+            length = 0
+        elif plan.head_only:  # the function's Content-Length, for a body not sent
+            framing = length_line(max(length, 0))
+            length = 0
+        elif length < 0 or length > WHOLE_ANSWER:
+            self._to_general(upstream)
+            return
+        else:
+            framing = length_line(length)
+        size = head_end + length
+        if len(received) != size:
+            if len(received) > size:  # bytes after the answer: the parser's to judge
+                self._to_general(upstream)
+            return
+        upstream.raw_done(True)
+        if plan.request is not None:  # eventgateway mode: the reply describes the response
+            response = passthrough.reply(plan.lane, status, received[head_end:])
+            self._conn.lane_response(plan.request, response)
+            self._count(response.status)
+            return
+        server = passthrough.server
+        draining = server.draining
+        self._conn.lane_answer(
+            b"".join(
+                (
+                    status_line,
+                    server.default_headers,
+                    lines,
+                    framing,
+                    _CLOSE if draining else b"",
+                    b"\r\n",
+                    received[head_end:] if length else b"",
+                )
+            ),
+            not draining,
+        )
+        self._count(status)
+
+    def _count(self, status: int) -> None:
+        """Count the answer in the request metrics."""
+        lane = self._plan.lane
+        series = lane.series.get(status)
+        if series is None:
+            target = lane.target
+            series = lane.series[status] = self._passthrough.stats.series_of(
+                _METHOD_NAMES[self._data[: self._data.find(b" ")]],
+                lane.route.label,
+                target.function_id,
+                target.space,
+                status,
+            )
+        self._passthrough.stats.count(series, time.perf_counter() - self._started)
+
+    def raw_failed(self, upstream: UpstreamConnection, error: UpstreamError) -> None:
+        request = self.request()
+        if not isinstance(error, UpstreamTimeout):  # closed while idle: send it again
+            self._conn.lane_general(request, None)
+            return
+        lane = self._plan.lane
+        gateway = self._passthrough.gateway
+        response = gateway.call_failed(lane.target, error)
+        gateway.record(request.method, lane.route, response.status, self._started)
+        self._conn.lane_response(request, response)
+
+    def _to_general(self, upstream: UpstreamConnection) -> None:
+        upstream.to_general()
+        self.raw_general(upstream)
+
+    def raw_general(self, upstream: UpstreamConnection) -> None:
+        passthrough = self._passthrough
+        lane = self._plan.lane
+        request = self.request()
+        reply = upstream.response_head(lane.timeout, passthrough.pool.max_body_bytes)
+        finished = passthrough.gateway.finish_lane(lane.route, request, reply, self._started)
+        self._conn.lane_general(request, finished)
+
+    def request(self) -> Request:
+        """The request as the server's parser would have made it (for the general path)."""
+        match = _REQUEST.fullmatch(self._data)
+        assert match is not None  # the lane took it
+        return request_of(match, self._conn)
+
+
+def request_of(match: re.Match[bytes], conn: "Connection") -> Request:
+    """The request `_REQUEST` matched, as the server's parser would have made it."""
+    method, target, lines = match.groups()
+    raw_path, _, query = target.partition(b"?")
+    headers = []
+    for line in lines.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers.append((name.lower(), value.strip(b" \t")))
+    path = _path(raw_path)
+    name = _METHOD_NAMES[method]
+    return Request(name, raw_path, path, query, headers, EMPTY_BODY, "1.1", conn.client)
+
+
+def _lookup(
+    snapshot: RoutingSnapshot, method: str, path: str
+) -> tuple[Route, dict[str, str]] | None:
+    """The sync route as the gateway finds it (a HEAD falls back to the GET route)."""
+    found = snapshot.lookup_sync(method, path)
+    if found is None and method == "HEAD":
+        found = snapshot.lookup_sync("GET", path)
+    return found
+
+
+def _path(raw_path: bytes) -> str:
+    """A request path as the server decodes it."""
+    path = raw_path.decode("ascii")
+    return unquote(path) if "%" in path else path
