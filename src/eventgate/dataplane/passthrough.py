@@ -252,6 +252,8 @@ _UNKNOWN = Plan.__new__(Plan)
 def _proxy_plan(lane: LaneRoute, method: bytes, target: bytes, lines: bytes, host_at: int) -> Plan:
     """The function's request head for a proxy-mode request: its own Host, X-Forwarded-*."""
     plan = Plan(lane, method == b"HEAD")
+    if target.endswith(b"?") and target.find(b"?") == len(target) - 1:
+        target = target[:-1]  # an empty query goes as none, as on the general path
     host_end = lines.find(b"\r\n", host_at + 7)
     if host_end < 0:
         host_end = len(lines)

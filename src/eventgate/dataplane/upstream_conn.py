@@ -288,6 +288,7 @@ class UpstreamConnection(asyncio.Protocol):
         """The exchange is over and its body consumed: back to the pool, or closed."""
         self._active = False
         if self.keep_alive and self.alive and self.done and not self._spoilt:
+            self._flow.resume_reading()  # a large answer read whole may have paused it
             self._owner.release(self)
         else:
             self.close()
