@@ -33,7 +33,7 @@ from eventgate.dataplane.raw_answer import (
     AnswerHeads,
     normal_lines,
 )
-from eventgate.dataplane.response_writer import length_line
+from eventgate.dataplane.response_writer import InvalidResponse, length_line, usual_head
 from eventgate.dataplane.types import Request, Response
 from eventgate.dataplane.upstream import (
     UpstreamError,
@@ -112,6 +112,11 @@ class Plan:
         """Eventgateway mode: the request, for writing the reply's response."""
 
 
+Reply = tuple[Response, tuple[bytes, bytes, bytes] | None]
+"""An eventgateway-mode reply's response, and its parts around the server's Date when
+`ResponseWriter.write` would write it so to a kept-alive GET (`usual_head`)."""
+
+
 class Passthrough:
     """The fast lane of one events port (`DataPlaneServer.lane`).
 
@@ -125,8 +130,8 @@ class Passthrough:
         self.server = server
         self.stats = gateway.metrics.requests
         self.heads = AnswerHeads(b"server" in server.managed)
-        self.replies: dict[bytes, Response] = {}
-        """Eventgateway-mode replies (below HTTP 500) and the responses they describe."""
+        self.replies: dict[bytes, Reply] = {}
+        """Eventgateway-mode replies (below HTTP 500): the responses they describe."""
         self._snapshot: RoutingSnapshot | None = None
         self._routes: dict[tuple[bytes, bytes], LaneRoute | None] = {}
         self._plans: dict[bytes, Plan | None] = {}
@@ -228,19 +233,23 @@ class Passthrough:
         self._routes[method, raw_path] = lane
         return lane
 
-    def reply(self, lane: LaneRoute, status: int, body: bytes) -> Response:
-        """The response an eventgateway-mode reply describes, or the error it makes."""
-        response = self.replies.get(body) if status < 500 else None
-        if response is None:
+    def reply(self, lane: LaneRoute, status: int, body: bytes) -> Reply:
+        """The response an eventgateway-mode reply describes (or the error it makes)."""
+        reply = self.replies.get(body) if status < 500 else None
+        if reply is None:
             try:
                 response = reply_response(status, body)
             except (FunctionFailed, MalformedReply) as error:
-                return self.gateway.call_failed(lane.target, error)
+                return self.gateway.call_failed(lane.target, error), None
+            try:
+                reply = (response, usual_head(self.server, response))
+            except InvalidResponse:
+                reply = (response, None)  # the writer answers 500
             if len(body) <= MEMO_BYTES and status < 500:
                 if len(self.replies) >= MEMO_ENTRIES:
                     self.replies = {}
-                self.replies[body] = response
-        return response
+                self.replies[body] = reply
+        return reply
 
 
 _UNKNOWN_ROUTE = LaneRoute.__new__(LaneRoute)
@@ -318,12 +327,17 @@ class Exchange:
                 self._to_general(upstream)
             return
         upstream.raw_done(True)
-        if plan.request is not None:  # eventgateway mode: the reply describes the response
-            response = passthrough.reply(plan.lane, status, received[head_end:])
-            self._conn.lane_response(plan.request, response)
+        server = passthrough.server
+        request = plan.request
+        if request is not None:  # eventgateway mode: the reply describes the response
+            response, usual = passthrough.reply(plan.lane, status, received[head_end:])
+            if usual is None or request.method == "HEAD" or server.draining:
+                self._conn.lane_response(request, response)
+            else:
+                line, rest, body = usual
+                self._conn.lane_answer(b"".join((line, server.default_headers, rest, body)), True)
             self._count(response.status)
             return
-        server = passthrough.server
         draining = server.draining
         self._conn.lane_answer(
             b"".join(

@@ -111,6 +111,26 @@ class ServerHeaders(Protocol):
     draining: bool
 
 
+def usual_head(server: ServerHeaders, response: Response) -> tuple[bytes, bytes, bytes] | None:
+    """A response with a bytes body as `ResponseWriter.write` writes it to a kept-alive HTTP/1.1
+    request other than a HEAD: its status line, the header lines and framing that follow the
+    server's own, its body; None if it writes that response otherwise. InvalidResponse for a
+    head that cannot be written."""
+    line = _PLAIN_STATUS.get(response.status)
+    body = response.body
+    if line is None or not isinstance(body, bytes):
+        return None
+    try:
+        lines = server.header_lines.lines(response.headers)
+    except (Unusual, TypeError):
+        return None
+    size = len(body)
+    framing = (
+        _KEEP_LENGTHS[size] if size < _CACHED_LENGTHS else b"Content-Length: %d\r\n\r\n" % size
+    )
+    return line, b"".join((*lines, framing)), body
+
+
 def length_line(size: int) -> bytes:
     """The Content-Length line for a body of `size` bytes."""
     return _LENGTHS[size] if size < _CACHED_LENGTHS else b"Content-Length: %d\r\n" % size
