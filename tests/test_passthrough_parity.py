@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.dataplane_helpers import get, raw_client
+from tests.dataplane_helpers import get, raw_client, until
 from tests.gateway_backend import Received, Reply
 from tests.passthrough_helpers import (
     BIG,
@@ -245,7 +245,7 @@ async def test_the_function_sees_the_same_request_from_the_lane_and_the_general_
                 assert spy(node).taken[-1] is True  # the request took the lane
     on_lane, general = seen
     assert (on_lane.method, on_lane.target) == (general.method, general.target)
-    assert sorted(on_lane.headers) == sorted(general.headers)
+    assert on_lane.headers == general.headers  # in the same order too
 
 
 async def test_a_request_with_a_different_host_is_forwarded_alike(node: Node) -> None:
@@ -340,3 +340,85 @@ async def test_an_eventgateway_function_answers_alike_on_the_lane_and_the_genera
 
 
 # 7. The flag
+
+
+# Requests with a body (POST, PUT, PATCH; a Content-Length, the body in the same read)
+
+_BODIES = {
+    "json object": ("POST", "application/json", b'{"message": "Hello world!"}'),
+    "json array": ("POST", "application/json", b"[1, 2]"),
+    "invalid json": ("PUT", "application/json", b'{"a":'),
+    "text": ("PUT", "text/plain; charset=utf-8", "h\xe9llo".encode()),
+    "form": ("PATCH", "application/x-www-form-urlencoded", b"a=1&b=2"),
+    "bytes, no type": ("POST", None, bytes(range(256))),
+}
+
+
+def _with_body(method: str, content_type: str | None, body: bytes, *extra: str) -> bytes:
+    lines = [f"{method} /in?k=v HTTP/1.1", "Host: test", *extra, f"Content-Length: {len(body)}"]
+    if content_type is not None:
+        lines.insert(2, f"Content-Type: {content_type}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@pytest.mark.parametrize("mode", ["proxy", "eventgateway"])
+@pytest.mark.parametrize("name", list(_BODIES))
+async def test_a_request_with_a_body_goes_alike_on_the_lane_and_the_general_path(
+    node: Node, name: str, mode: str
+) -> None:
+    """The function gets the same request (proxy: head in the same order, and body; eventgateway:
+    the same event, its `data.body` normalized by content type) and the client the same answer,
+    whichever path sent it."""
+    method, content_type, body = _BODIES[name]
+
+    async def answer(request: Received) -> Reply:
+        if mode == "proxy":
+            return 201, [("x-got", str(len(request.body)))], request.body[::-1]
+        data = request.json()["data"]
+        reply = {"statusCode": 202, "headers": {"X-Kind": type(data["body"]).__name__}}
+        return 200, [], orjson.dumps({**reply, "body": data["body"]})
+
+    function = await node.backend(answer)
+    await node.route("/in", function.url + "/base", method=method, mode=mode)
+    seen, answers = [], []
+    async with raw_client(node.server.port) as client:
+        for lane in (True, False):
+            node.server.lane = spy(node).lane if lane else None
+            for _ in range(2):  # the second meets an idle pooled connection
+                await client.send(_with_body(method, content_type, body, "X-Custom: kept"))
+                response = await client.response()
+            if lane:
+                assert spy(node).taken[-1] is True  # the second request took the lane
+            answers.append((response.status, _no_date(response.headers), response.body))
+            call = function.received[-1]
+            sent = call.json() if mode == "eventgateway" else call.body
+            if mode == "eventgateway":
+                del sent["eventID"], sent["eventTime"]
+            seen.append((call.method, call.target, call.headers, sent))
+    assert seen[0] == seen[1]
+    assert answers[0] == answers[1]
+    assert answers[0][0] == (201 if mode == "proxy" else 202)
+
+
+def _no_date(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [header for header in headers if header[0].lower() != b"date"]
+
+
+async def test_a_body_in_two_reads_is_left_to_the_general_path(node: Node) -> None:
+    async def answer(request: Received) -> Reply:
+        return 200, [], request.body
+
+    function = await node.backend(answer)
+    await node.route("/in", function.url, method="POST", mode="proxy")
+    request = _with_body("POST", "text/plain", b"0123456789")
+    async with raw_client(node.server.port) as client:
+        await client.send(request)  # opens the pooled connection
+        assert (await client.response()).body == b"0123456789"
+        offered = len(spy(node).taken)
+        await client.send(request[:-4])
+        await until(lambda: len(spy(node).taken) > offered)  # the first read was offered
+        await client.send(request[-4:])
+        response = await client.response()
+    assert (response.status, response.body) == (200, b"0123456789")
+    assert spy(node).taken[offered:] == [False]  # declined: the body was not all in
+    assert function.received[-1].body == b"0123456789"

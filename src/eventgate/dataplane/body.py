@@ -141,3 +141,19 @@ class EmptyBody:
 
 
 EMPTY_BODY = EmptyBody()
+
+
+class BufferedBody:
+    """A request body already read, readable again (whole or streamed)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self) -> bytes:
+        return self._data
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        if self._data:
+            yield self._data

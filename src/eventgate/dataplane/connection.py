@@ -5,9 +5,10 @@ queue); streams request bodies with back-pressure; answers `Expect: 100-continue
 handler first reads; enforces the header and body limits (431/413), malformed input (400), the
 read timeout (408) and the idle timeout (close). Every error path ends in a response or a close.
 
-A read that holds exactly one whole request with no body is first offered to the server's fast
-lane (`passthrough.py`), which may answer it without a Task (`lane_answer`) or hand it back to
-the general path (`lane_general`); requests pipelined behind it wait in the queue meanwhile.
+A read that begins a request while none is in progress is first offered to the server's fast
+lane (`passthrough.py`), which takes one whole plain request and answers it without a Task
+(`lane_answer`, `lane_response`) or hands it back to the general path (`lane_general`), or
+leaves the read to the parser; requests pipelined behind one it took wait in the queue.
 """
 
 import asyncio
@@ -135,7 +136,6 @@ class Connection(asyncio.Protocol):
             and not self._lane_busy
             and not self._in_head
             and self._body is None
-            and data.endswith(b"\r\n\r\n")
             and self._server.lane is not None
             and self._server.lane.take(self, data)
         ):

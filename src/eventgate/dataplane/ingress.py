@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from eventgate.dataplane.authorizer import apply, authorize
+from eventgate.dataplane.body import BufferedBody
 from eventgate.dataplane.types import Request, Response
 from eventgate.delivery import NewEvent, Queue, Target, system
 from eventgate.delivery.base import QueueUnavailable
@@ -47,20 +48,6 @@ _JSON = (b"Content-Type", b"application/json")
 
 def error_response(status: int, message: str) -> Response:
     return Response(status, [_JSON], error_body(message))
-
-
-class BufferedBody:
-    """A request body already read, readable again (whole or streamed)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    async def read(self) -> bytes:
-        return self._data
-
-    async def __aiter__(self):  # type: ignore[no-untyped-def]
-        if self._data:
-            yield self._data
 
 
 @dataclass(slots=True)

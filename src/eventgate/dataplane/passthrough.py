@@ -1,15 +1,16 @@
 """The events port's fast lane: plain requests to http functions, answered without a Task.
 
-The lane takes a read that holds exactly one whole HTTP/1.1 request with no body (GET, HEAD,
-DELETE, OPTIONS), no framing or hop-by-hop header, no `Origin`, nothing that makes it a
-CloudEvent and no `X-Forwarded-*` yet, routed to a proxy or eventgateway-mode http function
-(with no async subscription or event type rule on that route), when the pool has an idle
-connection to the function. It sends the function's request as bytes, worked out once per
-distinct request: in proxy mode the request head rewritten (the function's `Host`, then
-`X-Forwarded-For`, `-Proto` and `-Host`), in eventgateway mode the `http.request` envelope with a
-new `eventID` and `eventTime`. The answer's bytes come back whole and, when they are the usual
-answer (`raw_answer.py`), go to the client in one write: in proxy mode as they are, with the
-server's `Date` in place of the function's; in eventgateway mode as the reply describes.
+The lane takes a read that holds exactly one whole HTTP/1.1 request that is the lane's
+(`lane_plans.py`: no hop-by-hop or framing header but a Content-Length, no Origin, not a
+CloudEvent; a body of up to 64 KiB in the same read), routed to a proxy or eventgateway-mode
+http function (with no async subscription or event type rule on that route), when the pool has
+an idle connection to the function. It sends the function's request as bytes, worked out once
+per distinct request head (`lane_plans.py`): in proxy mode the request rewritten (the function's
+`Host`, then `X-Forwarded-For`, `-Proto` and `-Host`), in eventgateway mode the `http.request`
+envelope with a new `eventID`, `eventTime` and body. The answer's bytes come back whole and,
+when they are the usual answer (`raw_answer.py`), go to the client in one write: in proxy mode
+as they are, with the server's `Date` in place of the function's; in eventgateway mode as the
+reply describes.
 
 Everything else goes on through the general path (`gateway.py`, `providers/http.py`), which
 gives the same answer: a request the lane does not take is parsed again by the server; an answer
@@ -20,97 +21,44 @@ the general path is the reference for every answer, and the lane's are the same 
 (but for the Date, and the eventID and eventTime of an envelope).
 """
 
-import re
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
-from eventgate.dataplane.body import EMPTY_BODY
-from eventgate.dataplane.raw_answer import (
-    LINES,
-    MEMO_BYTES,
-    MEMO_ENTRIES,
-    AnswerHeads,
-    normal_lines,
+import orjson
+
+from eventgate.dataplane.lane_plans import (
+    METHOD_NAMES,
+    LaneRoute,
+    Plan,
+    envelope_plan,
+    lookup,
+    parse_head,
+    proxy_plan,
+    request_of,
+    request_path,
 )
+from eventgate.dataplane.raw_answer import MEMO_BYTES, MEMO_ENTRIES, AnswerHeads
 from eventgate.dataplane.response_writer import InvalidResponse, length_line, usual_head
 from eventgate.dataplane.types import Request, Response
-from eventgate.dataplane.upstream import (
-    UpstreamError,
-    UpstreamPool,
-    UpstreamTarget,
-    UpstreamTimeout,
-)
+from eventgate.dataplane.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from eventgate.dataplane.upstream_conn import UpstreamConnection
-from eventgate.events.http_event import envelope_template, now_rfc3339
+from eventgate.events.http_event import normalize_body, now_rfc3339
 from eventgate.events.ids import uuid4_text
 from eventgate.model import HTTP_EVENT_TYPE
 from eventgate.providers.http import FunctionFailed, MalformedReply, reply_response
-from eventgate.routing.snapshot import HttpTarget, Route, RoutingSnapshot
+from eventgate.routing.snapshot import HttpTarget, RoutingSnapshot
 
 if TYPE_CHECKING:
     from eventgate.dataplane.connection import Connection
     from eventgate.dataplane.gateway import Gateway
     from eventgate.dataplane.server import DataPlaneServer
 
-_REQUEST = re.compile(
-    rb"(GET|HEAD|DELETE|OPTIONS) (/[\x21\x22\x24-\x7e]*) HTTP/1\.1" + LINES + rb"\r\n\r\n"
-)
-"""One whole request without a body: method, origin-form target (no fragment), header lines."""
-_UNUSUAL = re.compile(
-    rb"\r\n(?:content-|transfer-encoding:|expect:|upgrade:|connection:|keep-alive:|te:|"
-    rb"trailer:|proxy-|origin:|ce-|x-forwarded-)"
-)
-"""Request headers (lower-cased) that leave the request to the general path."""
 WHOLE_ANSWER = 64 * 1024
 """Answers with bodies larger than this are streamed by the general path."""
-_METHOD_NAMES = {b"GET": "GET", b"HEAD": "HEAD", b"DELETE": "DELETE", b"OPTIONS": "OPTIONS"}
 _LANE_MODES = frozenset(("proxy", "eventgateway"))
-_PROTO = b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
 _CLOSE = b"Connection: close\r\n"
-
-
-class LaneRoute:
-    """What the lane needs to send requests for one (method, path) to their function."""
-
-    __slots__ = ("head", "host_line", "key", "route", "series", "target", "timeout")
-
-    def __init__(
-        self, route: Route, target: HttpTarget, method: bytes, upstream: UpstreamTarget
-    ) -> None:
-        self.route = route
-        self.target = target
-        self.key = upstream.key
-        self.host_line = b"host: " + upstream.host_header
-        if target.mode == "proxy":  # the request line's start; the target follows
-            self.head = method + b" " + target.base_path
-        else:  # the envelope's head, up to its Content-Length's value
-            self.head = b"POST %s HTTP/1.1\r\n%s\r\n%s" % (
-                upstream.request_target,
-                self.host_line,
-                b"Content-Type: application/cloudevents+json\r\ncontent-length: ",
-            )
-        self.timeout = 0.0
-        self.series: dict[int, list[float]] = {}
-        """The request metrics' series of each status answered."""
-
-
-class Plan:
-    """A request the lane takes: what goes to its function."""
-
-    __slots__ = ("envelope", "head_end", "head_only", "head_start", "lane", "request")
-
-    def __init__(self, lane: LaneRoute, head_only: bool) -> None:
-        self.lane = lane
-        self.head_only = head_only
-        """A HEAD sent on as a HEAD (proxy mode): its answer has no body."""
-        self.head_start = self.head_end = b""
-        """Proxy mode: the function's request head before and after X-Forwarded-For."""
-        self.envelope: tuple[bytes, bytes, bytes] | None = None
-        """Eventgateway mode: the envelope's JSON around its eventID and eventTime."""
-        self.request: Request | None = None
-        """Eventgateway mode: the request, for writing the reply's response."""
-
+_NO_BODY = b'""'
+"""An envelope's `data.body` for a request without one."""
 
 Reply = tuple[Response, tuple[bytes, bytes, bytes] | None]
 """An eventgateway-mode reply's response, and its parts around the server's Date when
@@ -120,7 +68,7 @@ Reply = tuple[Response, tuple[bytes, bytes, bytes] | None]
 class Passthrough:
     """The fast lane of one events port (`DataPlaneServer.lane`).
 
-    What it works out from a request's bytes (or an answer's head, or a reply) alone is
+    What it works out from a request's head (or an answer's head, or a reply) alone is
     remembered by those bytes, for the current routing snapshot: clients and functions repeat
     themselves."""
 
@@ -137,29 +85,38 @@ class Passthrough:
         self._plans: dict[bytes, Plan | None] = {}
 
     def take(self, conn: "Connection", data: bytes) -> bool:
-        """Answer the request in `data` (one whole request, no body) if it is the lane's;
-        False to leave it to the general path (nothing was done)."""
+        """Answer the request in `data` (one whole request) if it is the lane's; False to leave
+        it to the general path (nothing was done)."""
         if self.gateway.draining:
             return False
+        if data.endswith(b"\r\n\r\n"):  # no body (or one that ends so: not the lane's)
+            head = data
+            body = b""
+        else:
+            head_end = data.find(b"\r\n\r\n") + 4
+            if head_end < 4:
+                return False
+            head = data[:head_end]
+            body = data[head_end:]
         snapshot = self.gateway.routing.snapshot
         if snapshot is not self._snapshot:
             self._snapshot = snapshot
             self._routes = {}
             self._plans = {}
-        plan = self._plans.get(data, _UNKNOWN)
+        plan = self._plans.get(head, _UNKNOWN)
         if plan is _UNKNOWN:
-            plan = self._plan(snapshot, conn, data)
-        if plan is None:
+            plan = self._plan(snapshot, conn, head)
+        if plan is None or len(body) != plan.body_size:  # not all in yet, or more behind it
             return False
         lane = plan.lane
         upstream = self.pool.idle_connection(lane.key)
         if upstream is None:
             return False
-        exchange = Exchange(self, conn, plan, data)
+        exchange = Exchange(self, conn, plan, head, body)
         conn.lane_begin()
         envelope = plan.envelope
         if envelope is None:
-            head = plan.head_start + conn.forwarded_for + plan.head_end
+            request = plan.head_start + conn.forwarded_for + plan.head_end + body
         else:
             payload = b"".join(
                 (
@@ -168,52 +125,45 @@ class Passthrough:
                     envelope[1],
                     now_rfc3339().encode(),
                     envelope[2],
+                    orjson.dumps(normalize_body(body, plan.content_type)) if body else _NO_BODY,
+                    envelope[3],
                 )
             )
-            head = b"%s%d\r\n\r\n%s" % (lane.head, len(payload), payload)
+            request = b"%s%d\r\n\r\n%s" % (lane.head, len(payload), payload)
         if not upstream.send_raw(
-            head, plan.head_only, exchange, upstream.loop.time() + lane.timeout
+            request, plan.head_only, exchange, upstream.loop.time() + lane.timeout
         ):
             conn.lane_general(exchange.request(), None)  # closed while idle: the general path
         return True
 
-    def _plan(self, snapshot: RoutingSnapshot, conn: "Connection", data: bytes) -> Plan | None:
-        """Whether the request in `data` is the lane's, and what goes to its function."""
+    def _plan(self, snapshot: RoutingSnapshot, conn: "Connection", head: bytes) -> Plan | None:
+        """Whether requests with this head are the lane's, and what goes to their function."""
         plan = None
-        match = _REQUEST.fullmatch(data)
-        if match is not None:
-            method, target, lines = match.groups()
-            lowered = lines.lower()
-            host_at = lowered.find(b"\r\nhost:")
-            if (
-                host_at >= 0
-                and lowered.find(b"\r\nhost:", host_at + 7) < 0
-                and _UNUSUAL.search(lowered) is None
-            ):
-                raw_path = target.partition(b"?")[0]
-                lane = self._routes.get((method, raw_path), _UNKNOWN_ROUTE)
-                if lane is _UNKNOWN_ROUTE:
-                    lane = self._learn(snapshot, method, raw_path)
-                if lane is not None and lane.target.mode == "proxy":
-                    plan = _proxy_plan(lane, method, target, lines, host_at)
-                elif lane is not None:
-                    plan = Plan(lane, False)
-                    plan.request = request_of(match, conn)
-                    found = _lookup(snapshot, plan.request.method, plan.request.path)
-                    assert found is not None  # as `_learn` found it
-                    plan.envelope = envelope_template(plan.request, found[1])
-        if len(data) <= MEMO_BYTES:
+        parsed = parse_head(head)
+        if parsed is not None:
+            method, target, lines, size = parsed
+            raw_path = target.partition(b"?")[0]
+            lane = self._routes.get((method, raw_path), _UNKNOWN_ROUTE)
+            if lane is _UNKNOWN_ROUTE:
+                lane = self._learn(snapshot, method, raw_path)
+            if lane is not None and lane.target.mode == "proxy":
+                plan = proxy_plan(lane, method, target, lines, size)
+            elif lane is not None:
+                found = lookup(snapshot, METHOD_NAMES[method], request_path(raw_path))
+                assert found is not None  # as `_learn` found it
+                plan = envelope_plan(lane, head, size, conn, found[1])
+        if len(head) <= MEMO_BYTES:
             if len(self._plans) >= MEMO_ENTRIES:
                 self._plans = {}
-            self._plans[data] = plan
+            self._plans[head] = plan
         return plan
 
     def _learn(self, snapshot: RoutingSnapshot, method: bytes, raw_path: bytes) -> LaneRoute | None:
         """Whether requests for (method, path) are the lane's, worked out as the gateway
         would."""
-        name = _METHOD_NAMES[method]
-        path = _path(raw_path)
-        found = _lookup(snapshot, name, path)
+        name = METHOD_NAMES[method]
+        path = request_path(raw_path)
+        found = lookup(snapshot, name, path)
         lane = None
         target = found[0].target if found is not None else None
         if (
@@ -258,40 +208,19 @@ _UNKNOWN = Plan.__new__(Plan)
 """Not yet worked out (`_plans.get` and `heads.known.get` default)."""
 
 
-def _proxy_plan(lane: LaneRoute, method: bytes, target: bytes, lines: bytes, host_at: int) -> Plan:
-    """The function's request head for a proxy-mode request: its own Host, X-Forwarded-*."""
-    plan = Plan(lane, method == b"HEAD")
-    if target.endswith(b"?") and target.find(b"?") == len(target) - 1:
-        target = target[:-1]  # an empty query goes as none, as on the general path
-    host_end = lines.find(b"\r\n", host_at + 7)
-    if host_end < 0:
-        host_end = len(lines)
-    plan.head_start = b"".join(
-        (
-            lane.head,
-            target,
-            b" HTTP/1.1\r\n",
-            lane.host_line,
-            normal_lines(lines[:host_at] + lines[host_end:]),
-        )
-    )
-    host = lines[host_at + 7 : host_end].strip(b" \t")
-    plan.head_end = _PROTO + host + b"\r\n\r\n"
-    return plan
-
-
 class Exchange:
     """One request in the lane: it hears from the function's connection (`RawReceiver`)."""
 
-    __slots__ = ("_conn", "_data", "_passthrough", "_plan", "_started")
+    __slots__ = ("_body", "_conn", "_head", "_passthrough", "_plan", "_started")
 
     def __init__(
-        self, passthrough: Passthrough, conn: "Connection", plan: Plan, data: bytes
+        self, passthrough: Passthrough, conn: "Connection", plan: Plan, head: bytes, body: bytes
     ) -> None:
         self._passthrough = passthrough
         self._conn = conn
         self._plan = plan
-        self._data = data
+        self._head = head
+        self._body = body
         self._started = time.perf_counter()
 
     def raw_data(self, upstream: UpstreamConnection, received: bytes) -> None:
@@ -362,7 +291,7 @@ class Exchange:
         if series is None:
             target = lane.target
             series = lane.series[status] = self._passthrough.stats.series_of(
-                _METHOD_NAMES[self._data[: self._data.find(b" ")]],
+                METHOD_NAMES[self._head[: self._head.find(b" ")]],
                 lane.route.label,
                 target.function_id,
                 target.space,
@@ -395,35 +324,4 @@ class Exchange:
 
     def request(self) -> Request:
         """The request as the server's parser would have made it (for the general path)."""
-        match = _REQUEST.fullmatch(self._data)
-        assert match is not None  # the lane took it
-        return request_of(match, self._conn)
-
-
-def request_of(match: re.Match[bytes], conn: "Connection") -> Request:
-    """The request `_REQUEST` matched, as the server's parser would have made it."""
-    method, target, lines = match.groups()
-    raw_path, _, query = target.partition(b"?")
-    headers = []
-    for line in lines.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        headers.append((name.lower(), value.strip(b" \t")))
-    path = _path(raw_path)
-    name = _METHOD_NAMES[method]
-    return Request(name, raw_path, path, query, headers, EMPTY_BODY, "1.1", conn.client)
-
-
-def _lookup(
-    snapshot: RoutingSnapshot, method: str, path: str
-) -> tuple[Route, dict[str, str]] | None:
-    """The sync route as the gateway finds it (a HEAD falls back to the GET route)."""
-    found = snapshot.lookup_sync(method, path)
-    if found is None and method == "HEAD":
-        found = snapshot.lookup_sync("GET", path)
-    return found
-
-
-def _path(raw_path: bytes) -> str:
-    """A request path as the server decodes it."""
-    path = raw_path.decode("ascii")
-    return unquote(path) if "%" in path else path
+        return request_of(self._head, self._conn, self._body)

@@ -39,7 +39,7 @@ class DataPlaneServer:
         """`Date` (refreshed each second) and `server` lines, ready to join into a head."""
         self.draining = False
         self.lane: Lane | None = None
-        """The fast lane, offered each whole request with no body first (`passthrough.py`)."""
+        """The fast lane, offered each read that begins a request first (`passthrough.py`)."""
         self.connections: set[Connection] = set()
         self.in_flight_count = 0
         """Kept by the connections; read it through `in_flight`."""

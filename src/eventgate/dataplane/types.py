@@ -71,7 +71,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Lane(Protocol):
-    """A fast lane: offered each read that holds one whole request with no body."""
+    """A fast lane: offered each read that begins a request while none is in progress."""
 
     def take(self, conn: "Connection", data: bytes) -> bool:
         """Answer the request in `data` (True), or leave it to the general path (False)."""

@@ -153,11 +153,15 @@ def http_request_event(request: Request, body: bytes, params: dict[str, str]) ->
     return envelope(HTTP_EVENT_TYPE, data, kind or DEFAULT_CONTENT_TYPE)
 
 
-def envelope_template(request: Request, params: dict[str, str]) -> tuple[bytes, bytes, bytes]:
-    """`http_request_event` for a request without a body, as JSON cut around its `eventID` and
-    `eventTime`: join the parts with a new id and time for each call of the same request."""
+def envelope_template(
+    request: Request, params: dict[str, str]
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """`http_request_event` for `request` as JSON cut around its `eventID`, its `eventTime` and
+    its `data.body`: join the parts with a new id, time and body (JSON, `normalize_body`'s) for
+    each call of requests with the same head."""
     event = http_request_event(request, b"", params)
     text = orjson.dumps(event)
     before_id, _, rest = text.partition(str(event["eventID"]).encode())
-    between, _, after_time = rest.partition(str(event["eventTime"]).encode())
-    return before_id, between, after_time
+    between, _, rest = rest.partition(str(event["eventTime"]).encode())
+    before_body, _, after_body = rest.partition(b'},"body":"","host":')  # after `query`
+    return before_id, between, before_body + b'},"body":', b',"host":' + after_body
