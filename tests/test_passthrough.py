@@ -444,3 +444,25 @@ def test_the_fast_lane_flag_sets_the_setting(
     result = CliRunner().invoke(main, ["serve", *args], env=env)
     assert result.exit_code == 0, result.output
     assert [s.fast_lane for s in seen] == [expected]
+
+
+async def test_a_head_past_the_limit_is_a_431_on_either_path(node: Node) -> None:
+    """The lane declines a head the server would refuse: the general path answers 431."""
+
+    async def answer(request: Received) -> Reply:
+        return 200, [], b"ok"
+
+    function = await node.backend(answer)
+    await node.route("/p", function.url, method="GET", mode="proxy")
+    async with raw_client(node.server.port) as client:
+        await client.send(get("/p"))  # opens the pooled connection
+        assert (await client.response()).status == 200
+    limit = node.server.max_header_bytes
+    for lane in (True, False):
+        node.server.lane = spy(node).lane if lane else None
+        async with raw_client(node.server.port) as client:
+            await client.send(get("/p", "X-Big: " + "b" * limit))
+            response = await client.response()
+        assert response.status == 431, lane
+    assert True not in spy(node).taken[1:]
+    assert len(function.received) == 1

@@ -139,8 +139,9 @@ class Passthrough:
     def _plan(self, snapshot: RoutingSnapshot, conn: "Connection", head: bytes) -> Plan | None:
         """Whether requests with this head are the lane's, and what goes to their function."""
         plan = None
-        parsed = parse_head(head)
-        if parsed is not None:
+        server = self.server
+        parsed = parse_head(head) if len(head) <= server.max_header_bytes else None
+        if parsed is not None and parsed[3] <= server.max_body_bytes:  # else 431 or 413
             method, target, lines, size = parsed
             raw_path = target.partition(b"?")[0]
             lane = self._routes.get((method, raw_path), _UNKNOWN_ROUTE)
