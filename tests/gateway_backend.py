@@ -7,7 +7,7 @@ or chunked when the reply's headers ask for it.
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httptools
 import orjson
@@ -33,16 +33,15 @@ Reply = tuple[int, list[tuple[str, str]], bytes]
 Answer = Callable[[Received], Awaitable[Reply]]
 
 
-class Backend:
-    """A function on a free loopback port; `answer` decides each reply."""
+class LoopbackServer:
+    """A server on a free loopback port that closes its connections when it closes; subclasses
+    serve each connection in `_serve` (and add the writer to `_writers`)."""
 
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.received: list[Received] = []
+    def __init__(self) -> None:
         self.release = asyncio.Event()  # set at close: frees answers that wait forever
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> "Backend":
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -57,6 +56,18 @@ class Backend:
         for writer in list(self._writers):
             writer.close()
         await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Backend(LoopbackServer):
+    """A function on a free loopback port; `answer` decides each reply."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__()
+        self.answer = answer
+        self.received: list[Received] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)

@@ -14,6 +14,7 @@ from pathlib import Path
 from eventgate.dataplane.passthrough import Passthrough
 from eventgate.dataplane.types import Request, Response
 from eventgate.model import Subscription
+from tests.gateway_backend import Answer, LoopbackServer, Received, Reply
 from tests.test_gateway import Node
 
 
@@ -99,31 +100,16 @@ RawReply = tuple[bytes | list[bytes], bool] | None
 after them; None to close without answering."""
 
 
-class RawBackend:
+class RawBackend(LoopbackServer):
     """A function that answers each request head with bytes the test chose (keep-alive unless
     the answer says close)."""
 
     def __init__(self, answer: Callable[[RawRequest, int], Awaitable[RawReply]]) -> None:
+        super().__init__()
         self.answer = answer
         """Called with the request and its index on its connection (0 for the first)."""
         self.received: list[RawRequest] = []
         self.connections = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> "RawBackend":
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def close(self) -> None:
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -168,7 +154,16 @@ async def raw_backend(
     return backend
 
 
-# 1. The lane answers
+def gated(gate: asyncio.Event) -> Answer:
+    """A function answering `/slow...` once `gate` is set, anything else at once."""
+
+    async def answer(request: Received) -> Reply:
+        if request.target.startswith("/slow"):
+            await gate.wait()
+            return 200, [], b"slow answer"
+        return 200, [], b"fast"
+
+    return answer
 
 
 def answer_head(status: str, *headers: str) -> bytes:

@@ -24,6 +24,7 @@ from tests.passthrough_helpers import (
     RawReply,
     RawRequest,
     answer_head,
+    gated,
     lane_node,
     raw_backend,
     requests_total,
@@ -103,14 +104,7 @@ async def test_the_lane_answers_head_on_the_get_route_and_keeps_date_single(node
 @pytest.mark.parametrize("one_write", [False, True], ids=["two-writes", "one-write"])
 async def test_pipelined_requests_are_answered_in_order(node: Node, one_write: bool) -> None:
     gate = asyncio.Event()
-
-    async def answer(request: Received) -> Reply:
-        if request.target.startswith("/slow"):
-            await gate.wait()
-            return 200, [], b"slow answer"
-        return 200, [], b"fast"
-
-    function = await node.backend(answer)
+    function = await node.backend(gated(gate))
     await node.route("/*rest", function.url, method="GET", mode="proxy")
     assert (await node.client.get("/warm")).status_code == 200  # an idle pooled connection
     async with raw_client(node.server.port) as client:
@@ -214,14 +208,7 @@ async def test_a_client_leaving_while_the_lane_waits_does_not_stop_the_server(
     node: Node,
 ) -> None:
     gate = asyncio.Event()
-
-    async def answer(request: Received) -> Reply:
-        if request.target.startswith("/slow"):
-            await gate.wait()
-            return 200, [], b"slow answer"
-        return 200, [], b"fast"
-
-    function = await node.backend(answer)
+    function = await node.backend(gated(gate))
     await node.route("/*rest", function.url, method="GET", mode="proxy")
     port = node.server.port
     assert (await node.client.get("/warm")).status_code == 200
