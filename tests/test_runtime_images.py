@@ -1,13 +1,18 @@
 """Images: real virtual environments, a requirement installed from a wheel built in the test (no
-network), shared builds, build errors with the installer's own words, and isolation."""
+network), shared builds (also between processes on one root), build errors with the installer's
+own words, and isolation."""
 
+import asyncio
+import multiprocessing
 import subprocess
+from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eventgate.errors import NotFound
-from eventgate.runtime import ImageStatus, ImageStore, Runtime
+from eventgate.runtime import ImageStatus, ImageStore, Runtime, images
 from eventgate.runtime.images import installer_env
 from tests.test_runtime_support import function_spec, make_wheel, write_function
 
@@ -111,3 +116,60 @@ def test_the_installer_gets_only_what_an_installer_needs(monkeypatch: pytest.Mon
     assert env["PIP_INDEX_URL"] == "https://mirror.example/simple"
     assert env["HTTPS_PROXY"] == "http://proxy.example:3128"
     assert "PATH" in env
+
+
+def build_in_a_process(
+    root: Path, requirements: str, submitted: Barrier, go: Event, steps: Path, results: Any
+) -> None:
+    """A worker process's side: ask for the image, say so, and wait for it. Every build step
+    run here is written to `steps`, and waits for `go` (both processes have asked by then)."""
+    run = images._run
+
+    async def counted(command: list[str], cwd: Path, log: list[str]) -> bool:
+        await asyncio.to_thread(go.wait, 60)
+        with steps.open("a") as out:
+            out.write(f"{' '.join(command)}\n")
+        return await run(command, cwd, log)
+
+    images._run = counted
+
+    async def main() -> None:
+        store = ImageStore(root)
+        asked = store.submit("python3", requirements)
+        await asyncio.to_thread(submitted.wait, 60)
+        image = await store.wait("python3")
+        results.put((asked.status.value, image.status.value, str(image.python), image.log))
+
+    asyncio.run(main())
+
+
+def test_two_processes_asking_for_one_image_at_once_build_it_once(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "tinygreet", "0.1", GREETER)
+    steps = tmp_path / "steps.txt"
+    context = multiprocessing.get_context("spawn")
+    submitted, go, results = context.Barrier(3), context.Event(), context.Queue()
+    workers = [
+        context.Process(
+            target=build_in_a_process,
+            args=(tmp_path / "images", f"{wheel}\n", submitted, go, steps, results),
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        submitted.wait(60)  # both asked before either could have built anything
+        go.set()
+        found = [results.get(timeout=60) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(60)
+
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert [(asked, status) for asked, status, _, _ in found] == [("CREATING", "READY")] * 2
+    (python, log), (other_python, other_log) = [(python, log) for _, _, python, log in found]
+    assert python == other_python and log == other_log
+    ran = steps.read_text().splitlines()
+    assert len(ran) == 2, ran  # one venv, one install: the second process reused the build
+    assert " -m venv " in ran[0] and " install " in ran[1]
+    assert imports(Path(python), "tinygreet")

@@ -62,7 +62,7 @@ class Node:
         await self.routing.start()
         self.upstream = UpstreamPool(max_body_bytes=settings.max_body_bytes)
         self.queue = await open_queue(settings)
-        self.python = await start_python_functions(settings, self.store)
+        self.python = await start_python_functions(settings, self.store, worker=self.worker)
         deliverers: dict[str, Deliverer] = {
             "http": HttpDeliverer(self.upstream),
             "python": PythonDeliverer(self.python),

@@ -9,6 +9,16 @@
   and the others route it within the store's poll interval (SQLite, 0.1 s) or at once (etcd).
   Async delivery runs in every worker on the shared queue (a delivery is claimed by one), so a
   subscription's `concurrency` applies per worker.
+- Python functions: each worker runs its own (`functions/node.py`) on the shared
+  `<data_dir>/runtime` and `invocations.db`, deploying a function on its first call there. An
+  image is built once: a build holds a lock file and a worker that wants an image another is
+  building waits for it and reuses it (`runtime/images.py`); a source is unpacked into a
+  temporary folder renamed into place (`runtime/bundles.py`); a function's HOME is shared by
+  its processes in every worker; fork servers talk over socketpairs, nothing on disk. The
+  config API reads the invocation records of every worker from `invocations.db` (SQLite in WAL
+  mode): a secondary stores a call's record before it answers, so the id a caller got can be
+  looked up at once. A function's `concurrency` and wait queue apply per worker, like a
+  subscription's.
 - Metrics: each secondary writes its registry to `<data_dir>/run/metrics-<n>.json` every
   second; the primary's `/v1/metrics` adds them to its own (counters and histograms summed,
   gauges as the primary sees them). A file older than `STALE_AFTER` (a worker gone) is left out.

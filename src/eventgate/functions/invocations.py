@@ -5,6 +5,13 @@ batches: a call adds its record to memory (so it can be read back at once) and t
 the pending ones every few milliseconds in one transaction. Records are observations, not
 commitments: the file uses `synchronous=NORMAL`, and a crash may lose the last batch.
 
+With `eventgate serve --workers N` every worker keeps its records in the same file (WAL, so
+readers never wait for the writer; writers wait their turn for up to `_BUSY_TIMEOUT`). The config
+API, served by the primary alone, reads the others' records from the file, so a secondary opens
+its log `shared`: a call's answer then waits (`written`) until the batch holding its record is
+stored, and an invocation id a client was given can be looked up at once. Batches still form, from
+the calls that finish while one is being written.
+
 Retention is bounded twice: records older than `retention` seconds go, and beyond `limit`
 records the oldest go. A stored input or payload larger than `max_field_bytes` (as JSON) is
 replaced by null, and the record says how large it was (`inputTruncated`/`payloadTruncated`).
@@ -42,6 +49,7 @@ CREATE INDEX IF NOT EXISTS invocations_by_created ON invocations (created);
 _FLUSH_DELAY = 0.01  # let a burst of calls land in one transaction
 _MAX_PENDING = 100_000
 _PURGE_EVERY = 30.0
+_BUSY_TIMEOUT = 30.0  # how long a write waits for another process's
 
 
 def rfc3339(seconds: float) -> str:
@@ -105,16 +113,20 @@ class InvocationLog:
         retention: float = 86400.0,
         limit: int = 10_000,
         max_field_bytes: int = 64 * 1024,
+        shared: bool = False,
     ) -> None:
         self.path = path
         self.retention = retention
         self.limit = limit
         self.max_field_bytes = max_field_bytes
+        self.shared = shared
+        """Other processes read the file for this one's records: see `written`."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventgate-invlog")
         self._conn: sqlite3.Connection | None = None  # used only on the executor's thread
         self._pending: dict[str, Invocation] = {}  # by id: added, not yet stored
         self._dirty: dict[str, Invocation] = {}  # the ones the writer has still to take
         self._wake = asyncio.Event()
+        self._stored: asyncio.Future[None] | None = None  # set when the next batch is stored
         self._writer: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self._dropped = 0
@@ -137,6 +149,17 @@ class InvocationLog:
         self._pending[invocation.id] = invocation
         self._dirty[invocation.id] = invocation
         self._wake.set()
+
+    async def written(self, invocation_id: str) -> None:
+        """In a `shared` log, wait until the record added under `invocation_id` is in the file
+        (or could not be stored), so another process finds it; otherwise return at once. Call
+        it right after `add`."""
+        if not self.shared or invocation_id not in self._dirty:
+            return
+        if self._stored is None:
+            self._stored = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        await asyncio.shield(self._stored)
 
     async def get(self, space: str, invocation_id: str) -> dict[str, Any] | None:
         pending = self._pending.get(invocation_id)
@@ -167,6 +190,7 @@ class InvocationLog:
     async def flush(self) -> None:
         """Store every pending record now."""
         batch, self._dirty = self._dirty, {}
+        stored, self._stored = self._stored, None
         if batch:
             try:
                 await self._run(self._store, list(batch.values()))
@@ -174,6 +198,10 @@ class InvocationLog:
                 for key, invocation in batch.items():
                     if self._pending.get(key) is invocation:
                         del self._pending[key]
+                if stored is not None:
+                    stored.set_result(None)  # stored, or failed (and logged): calls go on
+        elif stored is not None:
+            stored.set_result(None)
         now = time.time()
         if now - self._last_purge > _PURGE_EVERY:
             self._last_purge = now
@@ -194,7 +222,8 @@ class InvocationLog:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(_FLUSH_DELAY)
+            if self._stored is None:  # no call waits for this batch: let it grow
+                await asyncio.sleep(_FLUSH_DELAY)
             self._wake.clear()
             try:
                 await self.flush()
@@ -223,7 +252,9 @@ class InvocationLog:
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
@@ -262,7 +293,7 @@ class InvocationLog:
         assert self._conn is not None
         rows = [self._row(invocation) for invocation in invocations]
         conn = self._conn
-        conn.execute("BEGIN")
+        conn.execute("BEGIN IMMEDIATE")  # the write lock now: a deferred upgrade may fail busy
         try:
             conn.executemany(
                 "INSERT INTO invocations (id, space, function_id, created, body) "

@@ -7,9 +7,15 @@ from eventgate.settings import Settings
 from eventgate.store import Store
 
 
-async def start_python_functions(settings: Settings, store: Store) -> PythonFunctions:
+async def start_python_functions(
+    settings: Settings, store: Store, *, worker: int = 0
+) -> PythonFunctions:
     """The runtime (files under `<data_dir>/runtime`), the invocation records
-    (`<data_dir>/invocations.db`) and the service following `store`, started."""
+    (`<data_dir>/invocations.db`) and the service following `store`, started.
+
+    Every `--workers` process has its own, on the same files (see `workers.py`): a secondary
+    (`worker` > 0) stores a call's record before answering, since the primary's config API
+    reads it from the file."""
     options = RuntimeOptions(
         worker_idle_timeout=settings.worker_idle_timeout,
         server_idle_timeout=settings.scale_to_zero_after,
@@ -21,6 +27,7 @@ async def start_python_functions(settings: Settings, store: Store) -> PythonFunc
         settings.data_dir / "invocations.db",
         retention=settings.invocation_retention,
         limit=settings.invocation_records,
+        shared=worker > 0,
     )
     functions = PythonFunctions(
         store,

@@ -397,13 +397,23 @@ class PythonFunctions:
     async def forget_image(self, space: str, name: str) -> None:
         """Remove this node's build of a deleted image."""
         self._images.pop((space, name), None)
-        with contextlib.suppress(NotFound):
-            await self.runtime.images.delete(image_name(space, name))
+        await self._delete_build(space, name)
 
     async def _remove_build(self, ident: Key) -> None:
         if ident not in self._images:  # unless it was created again meanwhile
-            with contextlib.suppress(NotFound):
-                await self.runtime.images.delete(image_name(*ident))
+            await self._delete_build(*ident)
+
+    async def _delete_build(self, space: str, name: str) -> None:
+        """Forget this process's build of a deleted image. Its files stay while another image
+        of the store has the same requirements: that one shares the build, and may be in use
+        here without having been asked for yet, or in another worker of the node."""
+        local = image_name(space, name)
+        with contextlib.suppress(NotFound):
+            digest = self.runtime.images.get(local).digest
+            shared = any(
+                requirements_digest(spec.requirements) == digest for spec in self._images.values()
+            )
+            await self.runtime.images.delete(local, keep_files=shared)
 
     def _image_problem(self, space: str, name: str, image: Image | None) -> str:
         if image is None:
@@ -511,6 +521,7 @@ class PythonFunctions:
             self.record(key, execution, payload, trigger, created, event_id)
             raise
         self.record(key, execution, payload, trigger, created, event_id)
+        await self.records.written(call_id)  # another worker's config API may look it up next
         return execution
 
     async def _run(

@@ -3,6 +3,10 @@
 `Runtime` is the one object the rest of eventgate uses. Files under its data dir:
 `images/<digest>/` (virtual environments), `functions/<space>/<name>/<version>/` (unpacked
 sources) and `homes/<space>/<name>/` (each function's writable HOME).
+
+Several processes may each run a `Runtime` on one data dir (`eventgate serve --workers N`): an
+image is built under a lock file, once (`images.py`), a version's source is unpacked elsewhere
+and renamed into place whole (`bundles.py`), and fork servers leave nothing on disk.
 """
 
 import asyncio

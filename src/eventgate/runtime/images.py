@@ -9,6 +9,11 @@ against ~7 s with pip), then the requirements are installed into it from outside
 - `python -m pip --python <venv> install` with eventgate's own pip (pip >= 22.3, ~1.8 s), else
 - the venv is created with pip and its own pip installs (slowest, always works).
 
+Several processes may share the root (`eventgate serve --workers N`): a build holds the lock
+file `<root>/<digest>.lock` (`filelock.py`) and first looks again for the finished marker, so a
+process that asks for an image another one is building waits for that build and reuses it, and
+removing a build takes the same lock.
+
 The image never sees eventgate's site-packages (`system_site_packages` is off), and the
 installer (which may run a package's build code) gets only the variables an installer needs:
 PATH, HOME, locale, temp dir, proxies, certificates and PIP_*/UV_* settings.
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from eventgate.errors import NotFound
+from eventgate.runtime.filelock import file_lock
 
 Installer = Literal["auto", "uv", "pip"]
 
@@ -90,8 +96,8 @@ class ImageStore:
         digest = requirements_digest(requirements)
         self._names[name] = (digest, requirements)
         build = self._builds.get(digest)
-        if build is None and (self._root / digest / _READY_MARKER).is_file():
-            build = self._builds[digest] = _Build(ImageStatus.READY, self._read_log(digest))
+        if build is None and (log := self._finished_log(digest)) is not None:
+            build = self._builds[digest] = _Build(ImageStatus.READY, log)
         if build is None or build.status is ImageStatus.ERROR:
             build = self._builds[digest] = _Build(ImageStatus.CREATING)
             build.task = asyncio.create_task(self._build(digest, requirements, build))
@@ -121,8 +127,9 @@ class ImageStore:
     def all(self) -> list[Image]:
         return [self.get(name) for name in sorted(self._names)]
 
-    async def delete(self, name: str) -> None:
-        """Forget the name; remove the build when no other name uses it."""
+    async def delete(self, name: str, *, keep_files: bool = False) -> None:
+        """Forget the name; remove the build when no other name uses it (its files stay with
+        `keep_files`: images this store was not asked for, or another process, use them)."""
         digest = self.get(name).digest
         del self._names[name]
         if any(other == digest for other, _ in self._names.values()):
@@ -131,7 +138,9 @@ class ImageStore:
         if build.task is not None:
             build.task.cancel()
             await asyncio.gather(build.task, return_exceptions=True)
-        await asyncio.to_thread(shutil.rmtree, self._root / digest, True)
+        if not keep_files:
+            async with file_lock(self._lock_path(digest)):
+                await asyncio.to_thread(shutil.rmtree, self._root / digest, True)
 
     async def close(self) -> None:
         """Stop builds in progress (their subprocesses are killed)."""
@@ -140,10 +149,25 @@ class ImageStore:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _read_log(self, digest: str) -> str:
-        return (self._root / digest / _READY_MARKER).read_text()
+    def _finished_log(self, digest: str) -> str | None:
+        """The log of a finished build of `digest` (by any process), or None if there is none."""
+        try:
+            return (self._root / digest / _READY_MARKER).read_text()
+        except OSError:
+            return None
+
+    def _lock_path(self, digest: str) -> Path:
+        return self._root / f"{digest}.lock"
 
     async def _build(self, digest: str, requirements: str, build: _Build) -> None:
+        async with file_lock(self._lock_path(digest)):
+            log = await asyncio.to_thread(self._finished_log, digest)
+            if log is not None:  # another process built it while this one waited
+                build.status, build.log = ImageStatus.READY, log
+                return
+            await self._build_locked(digest, requirements, build)
+
+    async def _build_locked(self, digest: str, requirements: str, build: _Build) -> None:
         directory = self._root / digest
         log: list[str] = []
         try:
@@ -157,7 +181,7 @@ class ImageStore:
             ok = False
         text = "".join(log)[-_MAX_LOG_CHARS:]
         if ok:
-            await asyncio.to_thread((directory / _READY_MARKER).write_text, text)
+            await asyncio.to_thread(_write_marker, directory, text)
         build.status, build.log = (ImageStatus.READY if ok else ImageStatus.ERROR), text
 
     async def _create(self, directory: Path, requirements: str, log: list[str]) -> bool:
@@ -183,6 +207,13 @@ class ImageStore:
         if _parent_pip_supports_python():
             return [sys.executable, "-m", "pip", "--python", python, *quiet_pip], False
         return [python, "-m", "pip", *quiet_pip], True
+
+
+def _write_marker(directory: Path, text: str) -> None:
+    """Mark the build finished, atomically: another process may be looking for the marker."""
+    temporary = directory / f".{_READY_MARKER}.tmp"
+    temporary.write_text(text)
+    os.replace(temporary, directory / _READY_MARKER)
 
 
 def _find_uv() -> str | None:
