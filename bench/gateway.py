@@ -1,9 +1,11 @@
 """The `proxy`, `eventgateway` and `workers` scenarios: the hop eventgate adds, against nginx.
 
 wrk calls the backend (nginx returning a small fixed body) directly, through nginx `proxy_pass`
-and through eventgate, in the same run. Figures: throughput as a ratio to nginx's, and the
-latency each adds over the direct call (p50, p99), eventgate's as a ratio to nginx's.
-`workers` does the same with `eventgate serve --workers N` against nginx with N workers.
+and through eventgate (and, in `proxy`, through `bare_proxy.py`), in the same run: three
+interleaved rounds, each figure the median of its three runs. Figures: throughput as a ratio to
+nginx's, and the latency each adds over the direct call (p50, p99), eventgate's as a ratio to
+nginx's. `workers` does the same with `eventgate serve --workers N` against nginx with N
+workers.
 """
 
 import time
@@ -11,7 +13,7 @@ import urllib.request
 from dataclasses import asdict
 from typing import Any
 
-from harness import Processes, WrkResult, post_json, run_wrk
+from harness import Processes, WrkResult, interleaved, post_json
 from table import row
 
 ENVELOPE_REPLY = '{"statusCode":200,"headers":{"Content-Type":"text/plain"},"body":"Hello"}'
@@ -66,16 +68,16 @@ def gateway_scenario(mode: str, seconds: int, connections: int) -> dict[str, Any
         bare = processes.bare_proxy(backend) if mode == "proxy" else None
         events, config = processes.eventgate()
         register(config, backend, mode)
-        direct = run_wrk(f"http://127.0.0.1:{backend}/", connections=connections, seconds=seconds)
-        via_nginx = run_wrk(f"http://127.0.0.1:{nginx}/", connections=connections, seconds=seconds)
-        via_bare = (
-            run_wrk(f"http://127.0.0.1:{bare}/", connections=connections, seconds=seconds)
-            if bare is not None
-            else None
+        urls = {"direct": backend, "nginx": nginx, "bare": bare, "eventgate": events}
+        results = interleaved(
+            {name: f"http://127.0.0.1:{port}/" for name, port in urls.items() if port},
+            connections=connections,
+            seconds=seconds,
         )
-        via_gate = run_wrk(f"http://127.0.0.1:{events}/", connections=connections, seconds=seconds)
     finally:
         processes.close()
+    direct, via_nginx, via_gate = results["direct"], results["nginx"], results["eventgate"]
+    via_bare = results.get("bare")
     aims = {"throughput": ">= 1.0", "latency": "<= 1.5"} if mode == "proxy" else {}
     if mode == "eventgateway":
         aims["throughput"] = ">= 0.6"
@@ -108,11 +110,15 @@ def workers_scenario(workers: int, seconds: int, connections: int) -> dict[str, 
         events, config = processes.eventgate("--workers", str(workers))
         register(config, backend, "proxy")
         wait_for_workers(events, workers)
-        direct = run_wrk(f"http://127.0.0.1:{backend}/", connections=connections, seconds=seconds)
-        via_nginx = run_wrk(f"http://127.0.0.1:{nginx}/", connections=connections, seconds=seconds)
-        via_gate = run_wrk(f"http://127.0.0.1:{events}/", connections=connections, seconds=seconds)
+        urls = {"direct": backend, "nginx": nginx, "eventgate": events}
+        results = interleaved(
+            {name: f"http://127.0.0.1:{port}/" for name, port in urls.items()},
+            connections=connections,
+            seconds=seconds,
+        )
     finally:
         processes.close()
+    direct, via_nginx, via_gate = results["direct"], results["nginx"], results["eventgate"]
     name = f"workers {workers}"
     return {
         "scenario": name,

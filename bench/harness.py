@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,27 @@ def run_wrk(
         int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output)
     )
     return WrkResult(rps, p50, p99, errors)
+
+
+def interleaved(
+    urls: dict[str, str], *, rounds: int = 3, connections: int = 64, seconds: int = 5
+) -> dict[str, WrkResult]:
+    """wrk against each URL in turn, `rounds` times over; for each, the median of its runs (each
+    figure apart): neighbours' load comes and goes on a shared machine, and a single run can
+    land on a bad moment for one of the parties."""
+    runs: dict[str, list[WrkResult]] = {name: [] for name in urls}
+    for _ in range(rounds):
+        for name, url in urls.items():
+            runs[name].append(run_wrk(url, connections=connections, seconds=seconds))
+    return {
+        name: WrkResult(
+            statistics.median(r.requests_per_second for r in results),
+            statistics.median(r.p50_ms for r in results),
+            statistics.median(r.p99_ms for r in results),
+            sum(r.errors for r in results),
+        )
+        for name, results in runs.items()
+    }
 
 
 class Processes:

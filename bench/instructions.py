@@ -1,11 +1,11 @@
 """The `instructions` scenario: CPU instructions per request, counted by valgrind's callgrind.
 
 Throughput on a shared machine moves with whatever else runs; instructions per request do not.
-eventgate (proxy and eventgateway modes) and nginx `proxy_pass` (one process) run under
-callgrind, instrumented only while wrk (8 connections) loads them; eventgate's idle rate (its
-store poll, timers), measured just before, is taken off. User-space instructions only: the
-kernel's share of each request (the same four socket calls for both) is not in these figures.
-Skipped when valgrind is not installed.
+eventgate (proxy and eventgateway modes), nginx `proxy_pass` (one process) and `bare_proxy.py`
+(the least a Python proxy does) run under callgrind, instrumented only while wrk (8
+connections) loads them; eventgate's idle rate (its store poll, timers), measured just before,
+is taken off. User-space instructions only: the kernel's share of each request (the same four
+socket calls for all) is not in these figures. Skipped when valgrind is not installed.
 """
 
 import glob
@@ -142,6 +142,12 @@ def instructions_scenario(seconds: int) -> dict[str, Any]:
         wait_for_port(port, STARTUP_TIMEOUT)
         url = f"http://127.0.0.1:{port}/"
         figures["nginx"] = per_request(processes.last.pid, out, url, seconds)
+        port = free_port()
+        out = processes.scratch / "bare.callgrind"
+        script = Path(__file__).with_name("bare_proxy.py")
+        processes._start(_callgrind(out, [sys.executable, str(script), str(port), str(backend)]))
+        wait_for_port(port, STARTUP_TIMEOUT)
+        figures["bare"] = per_request(processes.last.pid, out, f"http://127.0.0.1:{port}/", seconds)
         for mode, target in (("proxy", backend), ("eventgateway", envelope_backend)):
             figures[mode] = eventgate_per_request(
                 processes,
@@ -156,4 +162,8 @@ def instructions_scenario(seconds: int) -> dict[str, Any]:
             "nginx proxy_pass")
         for mode in ("proxy", "eventgateway")
     ]  # fmt: skip
+    rows.append(
+        row("instructions", "proxy mode vs a bare Python proxy", figures["proxy"],
+            figures["bare"], "bare_proxy.py")
+    )  # fmt: skip
     return {"scenario": "instructions", "per_request": figures, "rows": rows}
