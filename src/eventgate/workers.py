@@ -45,7 +45,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 
-from eventgate.app import Node
+from eventgate.app import Node, keep_out_of_collections
 from eventgate.settings import Settings
 
 log = logging.getLogger("eventgate.workers")
@@ -228,6 +228,7 @@ async def run_secondary(index: int, settings: Settings, pipe: int) -> None:
     """Serve as worker `index` until SIGTERM, SIGINT or the primary's end, then drain."""
     node = Node(settings, worker=index)
     await node.start()
+    keep_out_of_collections()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
