@@ -38,7 +38,7 @@ from eventgate.dataplane.lane_plans import (
     request_path,
 )
 from eventgate.dataplane.raw_answer import MEMO_BYTES, MEMO_ENTRIES, AnswerHeads
-from eventgate.dataplane.response_writer import InvalidResponse, length_line, usual_head
+from eventgate.dataplane.response_writer import InvalidResponse, usual_head
 from eventgate.dataplane.types import Request, Response
 from eventgate.dataplane.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from eventgate.dataplane.upstream_conn import UpstreamConnection
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 WHOLE_ANSWER = 64 * 1024
 """Answers with bodies larger than this are streamed by the general path."""
 _LANE_MODES = frozenset(("proxy", "eventgateway"))
-_CLOSE = b"Connection: close\r\n"
+_CLOSE = b"Connection: close\r\n\r\n"
 _NO_BODY = b'""'
 """An envelope's `data.body` for a request without one."""
 
@@ -240,17 +240,11 @@ class Exchange:
             return
         status_line, lines, length, status = answer
         plan = self._plan
-        if status == 204 or status == 304:
-            framing = b""
-            length = 0
-        elif plan.head_only:  # the function's Content-Length, for a body not sent
-            framing = length_line(max(length, 0))
-            length = 0
-        elif length < 0 or length > WHOLE_ANSWER:
+        if length < 0 or length > WHOLE_ANSWER:  # no Content-Length (or a large body)
             self._to_general(upstream)
             return
-        else:
-            framing = length_line(length)
+        if plan.head_only:  # the function's Content-Length, for a body not sent
+            length = 0
         size = head_end + length
         if len(received) != size:
             if len(received) > size:  # bytes after the answer: the parser's to judge
@@ -275,30 +269,38 @@ class Exchange:
                     status_line,
                     server.default_headers,
                     lines,
-                    framing,
-                    _CLOSE if draining else b"",
-                    b"\r\n",
-                    received[head_end:] if length else b"",
+                    _CLOSE if draining else b"\r\n",
+                    received[head_end:],
                 )
             ),
             not draining,
         )
-        self._count(status)
+        lane = plan.lane
+        series = lane.series.get(status)
+        if series is None:
+            series = self._series(status)
+        passthrough.stats.count(series, time.perf_counter() - self._started)
 
     def _count(self, status: int) -> None:
         """Count the answer in the request metrics."""
-        lane = self._plan.lane
-        series = lane.series.get(status)
+        series = self._plan.lane.series.get(status)
         if series is None:
-            target = lane.target
-            series = lane.series[status] = self._passthrough.stats.series_of(
-                METHOD_NAMES[self._head[: self._head.find(b" ")]],
-                lane.route.label,
-                target.function_id,
-                target.space,
-                status,
-            )
+            series = self._series(status)
         self._passthrough.stats.count(series, time.perf_counter() - self._started)
+
+    def _series(self, status: int) -> list[float]:
+        """The request metrics' series of this request's route and `status`, kept on the
+        route for the next."""
+        lane = self._plan.lane
+        target = lane.target
+        series = lane.series[status] = self._passthrough.stats.series_of(
+            METHOD_NAMES[self._head[: self._head.find(b" ")]],
+            lane.route.label,
+            target.function_id,
+            target.space,
+            status,
+        )
+        return series
 
     def raw_failed(self, upstream: UpstreamConnection, error: UpstreamError) -> None:
         request = self.request()

@@ -10,7 +10,7 @@ path writes them (`normal_lines`), so the lane's answers are the general path's,
 
 import re
 
-from eventgate.dataplane.response_writer import STATUS_LINES
+from eventgate.dataplane.response_writer import STATUS_LINES, length_line
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
@@ -27,9 +27,9 @@ MEMO_BYTES = 1024
 """Requests, answer heads and replies up to this size are remembered (at most ~32 MiB each)."""
 
 Answer = tuple[bytes, bytes, int, int]
-"""A usual answer's head: the status line, the header lines to pass on (each ending in CRLF;
-not Date, Connection or Content-Length, which the server writes), the Content-Length (-1 for
-none) and the status."""
+"""A usual answer's head: the status line; the header lines to pass on (each ending in CRLF;
+not Date or Connection) and the Content-Length line as the server writes it; the length of the
+body (0 for 204 and 304, -1 for none given) and the status."""
 
 
 class AnswerHeads:
@@ -70,13 +70,23 @@ class AnswerHeads:
                     lines = lines[:at] + lines[end:]
                     lowered = lowered[:at] + lowered[end:]
                 else:
-                    lines = normal_lines(lines)
-                    answer = (status_line, lines[2:] + b"\r\n" if lines else b"", length, status)
+                    answer = _answer(status_line, normal_lines(lines), length, status)
         if len(head) <= MEMO_BYTES:
             if len(self.known) >= MEMO_ENTRIES:
                 self.known = {}
             self.known[head] = answer
         return answer
+
+
+def _answer(status_line: bytes, lines: bytes, length: int, status: int) -> Answer:
+    """The Answer for a usual head's kept lines: the server's framing after them, as the
+    response writer frames it (none for 204 and 304)."""
+    head = lines[2:] + b"\r\n" if lines else b""
+    if status == 204 or status == 304:
+        return status_line, head, 0, status
+    if length < 0:
+        return status_line, head, -1, status
+    return status_line, head + length_line(length), length, status
 
 
 def normal_lines(lines: bytes) -> bytes:
