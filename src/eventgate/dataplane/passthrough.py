@@ -250,7 +250,7 @@ class Exchange:
             if len(received) > size:  # bytes after the answer: the parser's to judge
                 self._to_general(upstream)
             return
-        upstream.raw_done(True)
+        upstream.raw_done()
         server = passthrough.server
         request = plan.request
         if request is not None:  # eventgateway mode: the reply describes the response

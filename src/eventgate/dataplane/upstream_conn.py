@@ -182,9 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
     def send_raw(
         self, head: bytes, head_only: bool, receiver: RawReceiver, deadline: float
     ) -> bool:
-        """Send a request without a body on this idle connection (`head_only`: a HEAD); what
-        comes back goes to `receiver`. False, with nothing sent, if the far side has closed
-        it already."""
+        """Send a whole request (its head and any body, as bytes) on this idle connection
+        (`head_only`: a HEAD); what comes back goes to `receiver`. False, with nothing sent, if
+        the far side has closed it already."""
         transport = self._transport
         if transport is None or transport.is_closing():
             self.close()
@@ -201,12 +201,12 @@ class UpstreamConnection(asyncio.Protocol):
         transport.write(head)
         return True
 
-    def raw_done(self, reusable: bool) -> None:
-        """The receiver took the whole answer: back to the pool (if `reusable`), or closed."""
+    def raw_done(self) -> None:
+        """The receiver took the whole answer: back to the pool (or closed, if it closed)."""
         self._receiver = None
         self._received = b""
         self._active = False
-        if reusable and self.alive:
+        if self.alive:
             self._owner.release(self)
         else:
             self.close()
