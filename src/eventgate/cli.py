@@ -106,7 +106,7 @@ def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
 @_option(
     "--fast-lane/--no-fast-lane",
     default=True,
-    help="Answer plain requests to proxy-mode functions on the fast lane (same answers).",
+    help="Answer plain requests to proxy and eventgateway functions on the fast lane.",
 )
 @_option(
     "--function-timeout",
