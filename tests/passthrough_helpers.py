@@ -48,9 +48,6 @@ async def lane_node(tmp_path: Path) -> AsyncIterator[Node]:
     """A node whose events port has the fast lane (`spy(node)` watches it)."""
     started = await Node(tmp_path).start()
     started.spy = Spy(started)  # type: ignore[attr-defined]
-    # httpx sends `Connection: keep-alive` by default, which leaves every request to the
-    # general path: the lane's clients send no Connection header (HTTP/1.1 keeps alive).
-    del started.client.headers["connection"]
     try:
         yield started
     finally:

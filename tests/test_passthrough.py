@@ -242,7 +242,7 @@ async def test_a_client_leaving_while_the_lane_waits_does_not_stop_the_server(
 
 _DECLINED = {
     "Origin on a CORS route": ("GET", "/cors", ["Origin: http://a.example"]),
-    "Connection: keep-alive": ("GET", "/p", ["Connection: keep-alive"]),
+    "Connection: keep-alive, x-drop": ("GET", "/p", ["Connection: keep-alive, x-drop"]),
     "Content-Length: 0": ("GET", "/p", ["Content-Length: 0"]),
     "X-Forwarded-Host": ("GET", "/p", ["X-Forwarded-Host: elsewhere"]),
     "a CloudEvents header": ("GET", "/p", ["Ce-Id: 1"]),

@@ -219,8 +219,9 @@ async def test_the_lane_and_the_general_path_answer_alike(node: Node, name: str)
         ["User-Agent: caf\xe9", "Accept: */*", "Cookie: a=1; b=2", "Authorization: Bearer t"],
         ["X-Forwarded-For: 10.0.0.1"],
         ["Forwarded: for=10.0.0.2", "Via: 1.1 proxy"],
+        ["Connection: keep-alive", "Accept: */*"],
     ],
-    ids=["plain", "repeated", "odd-spacing", "usual", "x-forwarded-for", "forwarded"],
+    ids=["plain", "repeated", "odd-spacing", "usual", "x-forwarded-for", "forwarded", "keep-alive"],
 )
 @pytest.mark.parametrize(
     "target", ["/api/x?q=1", "/api/a%20b/%7Eu?x=%2F&y", "/api/x?", "/api//double//slash"]
@@ -385,7 +386,11 @@ async def test_a_request_with_a_body_goes_alike_on_the_lane_and_the_general_path
         for lane in (True, False):
             node.server.lane = spy(node).lane if lane else None
             for _ in range(2):  # the second meets an idle pooled connection
-                await client.send(_with_body(method, content_type, body, "X-Custom: kept"))
+                await client.send(
+                    _with_body(
+                        method, content_type, body, "X-Custom: kept", "Connection: keep-alive"
+                    )
+                )
                 response = await client.response()
             if lane:
                 assert spy(node).taken[-1] is True  # the second request took the lane

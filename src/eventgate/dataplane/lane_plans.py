@@ -2,9 +2,10 @@
 request's head bytes alone, the way the general path would send it.
 
 A head is the lane's when it is one HTTP/1.1 request whose headers change nothing about how it
-is read or answered: exactly one Host, no Transfer-Encoding, Expect, Upgrade, Connection or
-other hop-by-hop header, no `Content-*` but Content-Type and Content-Length, no `Origin`, no
-`ce-*` (a CloudEvent), no `X-Forwarded-*` yet. GET, HEAD, DELETE and OPTIONS come without a
+is read or answered: exactly one Host, no Transfer-Encoding, Expect, Upgrade or other
+hop-by-hop header but `Connection: keep-alive` (dropped, as the general path drops it), no
+`Content-*` but Content-Type and Content-Length, no `Origin`, no `ce-*` (a CloudEvent), no
+`X-Forwarded-*` yet. GET, HEAD, DELETE and OPTIONS come without a
 body; POST, PUT and PATCH with a Content-Length of 1 byte to `MAX_BODY`, their body in the same
 read. Everything else is the general path's.
 
@@ -35,10 +36,14 @@ _REQUEST = re.compile(
 )
 """A request head: method, origin-form target (no fragment), header lines."""
 _UNUSUAL = re.compile(
-    rb"\r\n(?:content-(?!type:|length:)|transfer-encoding:|expect:|upgrade:|connection:|"
-    rb"keep-alive:|te:|trailer:|proxy-|origin:|ce-|x-forwarded-)"
+    rb"\r\n(?:content-(?!type:|length:)|transfer-encoding:|expect:|upgrade:|"
+    rb"connection:(?![ \t]*keep-alive[ \t]*(?:\r|$))|keep-alive:|te:|trailer:|proxy-|origin:|"
+    rb"ce-|x-forwarded-)"
 )
-"""Request headers (lower-cased) that leave the request to the general path."""
+"""Request headers (lower-cased) that leave the request to the general path (all but
+`Connection: keep-alive` of those about the connection)."""
+_KEEP_ALIVE = re.compile(rb"\r\nconnection:[^\r]*", re.IGNORECASE)
+"""The `Connection: keep-alive` line of a request the lane takes (not forwarded)."""
 BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 MAX_BODY = 64 * 1024
 """Larger request bodies are streamed by the general path."""
@@ -144,7 +149,7 @@ def proxy_plan(lane: LaneRoute, method: bytes, target: bytes, lines: bytes, size
     if host_end < 0:
         host_end = len(lines)
     host = lines[host_at + 7 : host_end].strip(b" \t")
-    forwarded = normal_lines(lines[:host_at] + lines[host_end:])
+    forwarded = normal_lines(_KEEP_ALIVE.sub(b"", lines[:host_at] + lines[host_end:]))
     if size:
         plan.head_start = b"".join((lane.head, target, b" HTTP/1.1", forwarded))
         plan.head_end = b"".join((_PROTO, host, b"\r\n", lane.host_line, b"\r\n\r\n"))
