@@ -1,16 +1,16 @@
 """The events port's fast lane: plain requests to http functions, answered without a Task.
 
 The lane takes a read that holds exactly one whole HTTP/1.1 request that is the lane's
-(`lane_plans.py`: no hop-by-hop or framing header but a Content-Length, no Origin, not a
-CloudEvent; a body of up to 64 KiB in the same read), routed to a proxy or eventgateway-mode
-http function (with no async subscription or event type rule on that route), when the pool has
-an idle connection to the function. It sends the function's request as bytes, worked out once
-per distinct request head (`lane_plans.py`): in proxy mode the request rewritten (the function's
-`Host`, then `X-Forwarded-For`, `-Proto` and `-Host`), in eventgateway mode the `http.request`
-envelope with a new `eventID`, `eventTime` and body. The answer's bytes come back whole and,
-when they are the usual answer (`raw_answer.py`), go to the client in one write: in proxy mode
-as they are, with the server's `Date` in place of the function's; in eventgateway mode as the
-reply describes.
+(`lane_plans.py`: no hop-by-hop or framing header but `Connection: keep-alive` and a
+Content-Length, no Origin, not a CloudEvent; a body of up to 64 KiB in the same read), routed to
+a proxy or eventgateway-mode http function (with no async subscription or event type rule on
+that route), when the pool has an idle connection to the function. It sends the function's
+request as bytes, worked out once per distinct request head (`lane_plans.py`): in proxy mode the
+request rewritten (the function's `Host`, then `X-Forwarded-For`, `-Proto` and `-Host`), in
+eventgateway mode the `http.request` envelope with a new `eventID`, `eventTime` and body. The
+answer's bytes come back whole and, when they are the usual answer (`raw_answer.py`), go to the
+client in one write: in proxy mode as they are, with the server's `Date` in place of the
+function's; in eventgateway mode as the reply describes.
 
 Everything else goes on through the general path (`gateway.py`, `providers/http.py`), which
 gives the same answer: a request the lane does not take is parsed again by the server; an answer
