@@ -122,7 +122,7 @@ class RawBackend(LoopbackServer):
                 headers = []
                 for header in lines:
                     name, _, value = header.partition(":")
-                    headers.append((name.lower(), value.strip(" \t")))
+                    headers.append((name.lower(), value.lstrip(" \t")))
                 request = RawRequest(method, target, headers)
                 self.received.append(request)
                 reply = await self.answer(request, index)

@@ -4,6 +4,8 @@ proxy and eventgateway mode, the client gets the same status, headers and body w
 or the general path (`Gateway.handle`) answered, and the function sees the same request.
 """
 
+import asyncio
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -427,3 +429,42 @@ async def test_a_body_in_two_reads_is_left_to_the_general_path(node: Node) -> No
     assert (response.status, response.body) == (200, b"0123456789")
     assert spy(node).taken[offered:] == [False]  # declined: the body was not all in
     assert function.received[-1].body == b"0123456789"
+
+
+async def test_the_lane_writes_the_general_paths_bytes(node: Node) -> None:
+    """Byte for byte (but the Date): header names and values as the general path writes them,
+    trailing whitespace in a value included, in the same order."""
+    answer_bytes = answer_head(
+        "HTTP/1.1 200 Fine",
+        "X-Spaced:   v  ",
+        "X-MiXeD: Case",
+        "Server: fn",
+        "Date: Thu, 01 Jan 1970 00:00:00 GMT",
+        "Content-Type: text/plain",
+        "Content-Length: 5",
+        "Connection: keep-alive",
+    )
+
+    async def answer(request: RawRequest, index: int) -> RawReply:
+        return (WARM if request.target == "/warm" else answer_bytes + b"hello"), False
+
+    backend = await raw_backend(node, answer)
+    await node.route("/*rest", backend.url, method="GET", mode="proxy")
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.server.port)
+    answers = []
+    try:
+        for lane in (True, False):
+            node.server.lane = spy(node).lane if lane else None
+            for path in ("/warm", "/bytes"):
+                writer.write(get(path, "X-Trailing: t \t"))
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                body = await reader.readexactly(length)
+            if lane:
+                assert spy(node).taken[-1] is True
+            answers.append(re.sub(rb"Date: [^\r]*\r\n", b"", head) + body)
+            assert ("x-trailing", "t \t") in backend.received[-1].headers
+    finally:
+        writer.close()
+    assert answers[0] == answers[1]
+    assert b"x-spaced: v  \r\n" in answers[0]

@@ -148,7 +148,7 @@ def proxy_plan(lane: LaneRoute, method: bytes, target: bytes, lines: bytes, size
     host_end = lines.find(b"\r\n", host_at + 7)
     if host_end < 0:
         host_end = len(lines)
-    host = lines[host_at + 7 : host_end].strip(b" \t")
+    host = lines[host_at + 7 : host_end].lstrip(b" \t")
     forwarded = normal_lines(_KEEP_ALIVE.sub(b"", lines[:host_at] + lines[host_end:]))
     if size:
         plan.head_start = b"".join((lane.head, target, b" HTTP/1.1", forwarded))
@@ -184,7 +184,7 @@ def request_of(head: bytes, conn: "Connection", body: bytes) -> Request:
     headers = []
     for line in lines.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        headers.append((name.lower(), value.strip(b" \t")))
+        headers.append((name.lower(), value.lstrip(b" \t")))
     return Request(
         METHOD_NAMES[method],
         raw_path,

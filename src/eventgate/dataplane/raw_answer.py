@@ -91,11 +91,12 @@ def _answer(status_line: bytes, lines: bytes, length: int, status: int) -> Answe
 
 def normal_lines(lines: bytes) -> bytes:
     """Header lines (each after its CRLF) as the general path writes them: `name: value`,
-    the name lower-cased, the value without the whitespace around it."""
+    the name lower-cased, the value without the whitespace before it (httptools keeps what
+    follows it)."""
     normal = []
     for line in lines.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        normal.append(b"\r\n%s: %s" % (name.lower(), value.strip(b" \t")))
+        normal.append(b"\r\n%s: %s" % (name.lower(), value.lstrip(b" \t")))
     return b"".join(normal)
 
 
