@@ -358,25 +358,34 @@ _BODIES = {
 
 
 def _with_body(method: str, content_type: str | None, body: bytes, *extra: str) -> bytes:
-    lines = [f"{method} /in?k=v HTTP/1.1", "Host: test", *extra, f"Content-Length: {len(body)}"]
+    lines = [f"{method} /in?k=v HTTP/1.1", "Host: test", *extra]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
     if content_type is not None:
         lines.insert(2, f"Content-Type: {content_type}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-@pytest.mark.parametrize("mode", ["proxy", "eventgateway"])
-@pytest.mark.parametrize("name", list(_BODIES))
+_NO_BODY = ("GET", None, b"")
+"""A request without a body, through the same test."""
+
+
+@pytest.mark.parametrize("mode", ["proxy", "eventgateway", "cloudevents"])
+@pytest.mark.parametrize("name", [*_BODIES, "no body"])
 async def test_a_request_with_a_body_goes_alike_on_the_lane_and_the_general_path(
     node: Node, name: str, mode: str
 ) -> None:
-    """The function gets the same request (proxy: head in the same order, and body; eventgateway:
-    the same event, its `data.body` normalized by content type) and the client the same answer,
-    whichever path sent it."""
-    method, content_type, body = _BODIES[name]
+    """The function gets the same request (proxy: head in the same order, and body; the other
+    modes: the same event, its `data.body` normalized by content type; cloudevents: in the same
+    binary-mode head) and the client the same answer, whichever path sent it."""
+    method, content_type, body = _BODIES.get(name, _NO_BODY)
 
     async def answer(request: Received) -> Reply:
         if mode == "proxy":
             return 201, [("x-got", str(len(request.body)))], request.body[::-1]
+        if mode == "cloudevents":
+            reply = orjson.dumps(request.json()["body"])
+            return 201, [("content-type", "application/json")], reply
         data = request.json()["data"]
         reply = {"statusCode": 202, "headers": {"X-Kind": type(data["body"]).__name__}}
         return 200, [], orjson.dumps({**reply, "body": data["body"]})
@@ -399,12 +408,16 @@ async def test_a_request_with_a_body_goes_alike_on_the_lane_and_the_general_path
             answers.append((response.status, _no_date(response.headers), response.body))
             call = function.received[-1]
             sent = call.json() if mode == "eventgateway" else call.body
+            headers = call.headers
             if mode == "eventgateway":
                 del sent["eventID"], sent["eventTime"]
-            seen.append((call.method, call.target, call.headers, sent))
+            if mode == "cloudevents":  # the event's id and time: new for each call
+                headers = [h for h in headers if h[0] not in ("ce-id", "ce-time")]
+                assert [h[0] for h in call.headers][-3:] == ["ce-id", "ce-time", "content-length"]
+            seen.append((call.method, call.target, headers, sent))
     assert seen[0] == seen[1]
     assert answers[0] == answers[1]
-    assert answers[0][0] == (201 if mode == "proxy" else 202)
+    assert answers[0][0] == (202 if mode == "eventgateway" else 201)
 
 
 def _no_date(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -106,7 +106,7 @@ def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
 @_option(
     "--fast-lane/--no-fast-lane",
     default=True,
-    help="Answer plain requests to proxy and eventgateway functions on the fast lane.",
+    help="Answer plain requests to http functions on the fast lane (same answers).",
 )
 @_option(
     "--function-timeout",

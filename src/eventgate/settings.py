@@ -52,7 +52,7 @@ class Settings:
     max_batch: int = 1000
     # Processes serving the events port (SO_REUSEPORT); the first also serves the config API.
     workers: int = 1
-    # Plain requests to proxy and eventgateway functions skip the general path (same answers).
+    # Plain requests to http functions skip the general path (same answers).
     fast_lane: bool = True
     # Python functions (their images, sources and homes live under data_dir/runtime, their
     # invocation records in data_dir/invocations.db). An idle worker exits after

@@ -11,7 +11,8 @@ read. Everything else is the general path's.
 
 The plan is what goes to the function, but for what changes per request: in proxy mode the
 request head (and the body after it), in the general path's header order; in eventgateway mode
-the `http.request` envelope's JSON around its eventID, eventTime and body.
+the `http.request` envelope's JSON around its eventID, eventTime and body; in cloudevents mode
+the binary-mode head and the event data's JSON around its body.
 """
 
 import re
@@ -22,7 +23,8 @@ from eventgate.dataplane.body import EMPTY_BODY, BufferedBody
 from eventgate.dataplane.raw_answer import LINES, normal_lines
 from eventgate.dataplane.types import Request
 from eventgate.dataplane.upstream import UpstreamTarget
-from eventgate.events.http_event import envelope_template
+from eventgate.events.http_event import SOURCE, data_template, envelope_template
+from eventgate.model import HTTP_EVENT_TYPE
 from eventgate.routing.pathtree import Params
 from eventgate.routing.snapshot import HttpTarget, Route, RoutingSnapshot
 
@@ -49,8 +51,11 @@ MAX_BODY = 64 * 1024
 """Larger request bodies are streamed by the general path."""
 METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "DELETE", "OPTIONS", "POST", "PUT", "PATCH")}
 _PROTO = b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
-_NO_BODY = b'""'
-"""`data.body` of an envelope for a request without a body."""
+_CLOUDEVENT_HEAD = (
+    b"content-type: application/json\r\nce-specversion: 1.0\r\nce-type: %s\r\nce-source: %s\r\n"
+    b"ce-id: " % (HTTP_EVENT_TYPE.encode(), SOURCE.encode())
+)
+"""A cloudevents-mode call's headers, as `providers/http.py` sends them, up to the ce-id."""
 
 
 class LaneRoute:
@@ -65,14 +70,13 @@ class LaneRoute:
         self.target = target
         self.key = upstream.key
         self.host_line = b"host: " + upstream.host_header
+        post = b"POST %s HTTP/1.1\r\n%s\r\n" % (upstream.request_target, self.host_line)
         if target.mode == "proxy":  # the request line's start; the target follows
             self.head = method + b" " + target.base_path
+        elif target.mode == "cloudevents":  # the binary-mode head, up to the ce-id's value
+            self.head = post + _CLOUDEVENT_HEAD
         else:  # the envelope's head, up to its Content-Length's value
-            self.head = b"POST %s HTTP/1.1\r\n%s\r\n%s" % (
-                upstream.request_target,
-                self.host_line,
-                b"Content-Type: application/cloudevents+json\r\ncontent-length: ",
-            )
+            self.head = post + b"Content-Type: application/cloudevents+json\r\ncontent-length: "
         self.timeout = 0.0
         self.series: dict[int, list[float]] = {}
         """The request metrics' series of each status answered."""
@@ -85,6 +89,7 @@ class Plan:
         "body_size",
         "content_type",
         "envelope",
+        "event_data",
         "head_end",
         "head_only",
         "head_start",
@@ -102,8 +107,10 @@ class Plan:
         """Proxy mode: the function's request head before and after X-Forwarded-For."""
         self.envelope: tuple[bytes, bytes, bytes, bytes] | None = None
         """Eventgateway mode: the envelope's JSON around its eventID, eventTime and body."""
+        self.event_data: tuple[bytes, bytes] | None = None
+        """Cloudevents mode: the event data's JSON around its body."""
         self.content_type: str | None = None
-        """Eventgateway mode: the request's Content-Type, which decides how its body goes."""
+        """Both: the request's Content-Type, which decides how its body goes."""
         self.request: Request | None = None
         """Eventgateway mode: the request (without its body), for writing the response."""
 
@@ -159,17 +166,22 @@ def proxy_plan(lane: LaneRoute, method: bytes, target: bytes, lines: bytes, size
     return plan
 
 
-def envelope_plan(
+def event_plan(
     lane: LaneRoute,
     head: bytes,
     size: int,
     conn: "Connection",
     params: Params,
 ) -> Plan:
-    """The `http.request` envelope for an eventgateway-mode request, but for what changes."""
+    """The `http.request` event for an eventgateway-mode request (the envelope) or a
+    cloudevents-mode one (the data, in binary mode), but for what changes."""
     plan = Plan(lane, False, size)
-    request = plan.request = request_of(head, conn, b"")
-    plan.envelope = envelope_template(request, params)
+    request = request_of(head, conn, b"")
+    if lane.target.mode == "eventgateway":
+        plan.request = request  # the reply describes the response: the writer needs it
+        plan.envelope = envelope_template(request, params)
+    else:
+        plan.event_data = data_template(request, params)
     content_type = request.header(b"content-type")
     plan.content_type = content_type.decode("latin-1") if content_type is not None else None
     return plan

@@ -3,14 +3,14 @@
 The lane takes a read that holds exactly one whole HTTP/1.1 request that is the lane's
 (`lane_plans.py`: no hop-by-hop or framing header but `Connection: keep-alive` and a
 Content-Length, no Origin, not a CloudEvent; a body of up to 64 KiB in the same read), routed to
-a proxy or eventgateway-mode http function (with no async subscription or event type rule on
-that route), when the pool has an idle connection to the function. It sends the function's
-request as bytes, worked out once per distinct request head (`lane_plans.py`): in proxy mode the
-request rewritten (the function's `Host`, then `X-Forwarded-For`, `-Proto` and `-Host`), in
-eventgateway mode the `http.request` envelope with a new `eventID`, `eventTime` and body. The
-answer's bytes come back whole and, when they are the usual answer (`raw_answer.py`), go to the
-client in one write: in proxy mode as they are, with the server's `Date` in place of the
-function's; in eventgateway mode as the reply describes.
+an http function (proxy, eventgateway or cloudevents mode, with no async subscription or event
+type rule on that route), when the pool has an idle connection to the function. It sends the
+function's request as bytes, worked out once per distinct request head (`lane_plans.py`): in
+proxy mode the request rewritten (the function's `Host`, then `X-Forwarded-For`, `-Proto` and
+`-Host`), in the other modes the `http.request` event (the envelope, or binary mode) with a new
+id, time and body. The answer's bytes come back whole and, when they are the usual answer
+(`raw_answer.py`), go to the client in one write: as they are, with the server's `Date` in place
+of the function's (proxy and cloudevents modes), or as the reply describes (eventgateway mode).
 
 Everything else goes on through the general path (`gateway.py`, `providers/http.py`), which
 gives the same answer: a request the lane does not take is parsed again by the server; an answer
@@ -30,7 +30,7 @@ from eventgate.dataplane.lane_plans import (
     METHOD_NAMES,
     LaneRoute,
     Plan,
-    envelope_plan,
+    event_plan,
     lookup,
     parse_head,
     proxy_plan,
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 WHOLE_ANSWER = 64 * 1024
 """Answers with bodies larger than this are streamed by the general path."""
-_LANE_MODES = frozenset(("proxy", "eventgateway"))
+_LANE_MODES = frozenset(("proxy", "eventgateway", "cloudevents"))
 _CLOSE = b"Connection: close\r\n\r\n"
 _NO_BODY = b'""'
 """An envelope's `data.body` for a request without one."""
@@ -115,9 +115,8 @@ class Passthrough:
         exchange = Exchange(self, conn, plan, head, body)
         conn.lane_begin()
         envelope = plan.envelope
-        if envelope is None:
-            request = plan.head_start + conn.forwarded_for + plan.head_end + body
-        else:
+        event_data = plan.event_data
+        if envelope is not None:
             payload = b"".join(
                 (
                     envelope[0],
@@ -130,6 +129,23 @@ class Passthrough:
                 )
             )
             request = b"%s%d\r\n\r\n%s" % (lane.head, len(payload), payload)
+        elif event_data is not None:
+            payload = b"".join(
+                (
+                    event_data[0],
+                    orjson.dumps(normalize_body(body, plan.content_type)) if body else _NO_BODY,
+                    event_data[1],
+                )
+            )
+            request = b"%s%s\r\nce-time: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+                lane.head,
+                uuid4_text().encode(),
+                now_rfc3339().encode(),
+                len(payload),
+                payload,
+            )
+        else:
+            request = plan.head_start + conn.forwarded_for + plan.head_end + body
         if not upstream.send_raw(
             request, plan.head_only, exchange, upstream.loop.time() + lane.timeout
         ):
@@ -147,12 +163,14 @@ class Passthrough:
             lane = self._routes.get((method, raw_path), _UNKNOWN_ROUTE)
             if lane is _UNKNOWN_ROUTE:
                 lane = self._learn(snapshot, method, raw_path)
-            if lane is not None and lane.target.mode == "proxy":
+            mode = lane.target.mode if lane is not None else ""
+            if lane is not None and mode == "proxy":
                 plan = proxy_plan(lane, method, target, lines, size)
-            elif lane is not None:
+            elif lane is not None and (mode == "eventgateway" or method != b"HEAD"):
+                # (a cloudevents-mode HEAD's answer would lose its body: the general path's)
                 found = lookup(snapshot, METHOD_NAMES[method], request_path(raw_path))
                 assert found is not None  # as `_learn` found it
-                plan = envelope_plan(lane, head, size, conn, found[1])
+                plan = event_plan(lane, head, size, conn, found[1])
         if len(head) <= MEMO_BYTES:
             if len(self._plans) >= MEMO_ENTRIES:
                 self._plans = {}

@@ -163,5 +163,16 @@ def envelope_template(
     text = orjson.dumps(event)
     before_id, _, rest = text.partition(str(event["eventID"]).encode())
     between, _, rest = rest.partition(str(event["eventTime"]).encode())
-    before_body, _, after_body = rest.partition(b'},"body":"","host":')  # after `query`
-    return before_id, between, before_body + b'},"body":', b',"host":' + after_body
+    return before_id, between, *_around_body(rest)
+
+
+def data_template(request: Request, params: dict[str, str]) -> tuple[bytes, bytes]:
+    """`http_event_data` for `request` as JSON cut around its `body`, as `envelope_template`."""
+    return _around_body(orjson.dumps(http_event_data(request, b"", params)))
+
+
+def _around_body(text: bytes) -> tuple[bytes, bytes]:
+    """The JSON of an `http.request` event's data (of a request without a body) cut around its
+    empty `body`, which follows `query` (always an object) and precedes `host`."""
+    before, _, after = text.partition(b'},"body":"","host":')
+    return before + b'},"body":', b',"host":' + after
