@@ -16,15 +16,16 @@ the binary-mode head and the event data's JSON around its body.
 """
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from eventgate.dataplane.body import EMPTY_BODY, BufferedBody
-from eventgate.dataplane.raw_answer import LINES, normal_lines
+from eventgate.dataplane.raw_answer import LINES, content_length, normal_lines
 from eventgate.dataplane.types import Request
 from eventgate.dataplane.upstream import UpstreamTarget
-from eventgate.events.http_event import SOURCE, data_template, envelope_template
-from eventgate.model import HTTP_EVENT_TYPE
+from eventgate.events.http_event import data_template, envelope_template
+from eventgate.providers.http import CLOUDEVENT_HEADERS, ENVELOPE_HEADERS
 from eventgate.routing.pathtree import Params
 from eventgate.routing.snapshot import HttpTarget, Route, RoutingSnapshot
 
@@ -51,11 +52,6 @@ MAX_BODY = 64 * 1024
 """Larger request bodies are streamed by the general path."""
 METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "DELETE", "OPTIONS", "POST", "PUT", "PATCH")}
 _PROTO = b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
-_CLOUDEVENT_HEAD = (
-    b"content-type: application/json\r\nce-specversion: 1.0\r\nce-type: %s\r\nce-source: %s\r\n"
-    b"ce-id: " % (HTTP_EVENT_TYPE.encode(), SOURCE.encode())
-)
-"""A cloudevents-mode call's headers, as `providers/http.py` sends them, up to the ce-id."""
 
 
 class LaneRoute:
@@ -74,9 +70,9 @@ class LaneRoute:
         if target.mode == "proxy":  # the request line's start; the target follows
             self.head = method + b" " + target.base_path
         elif target.mode == "cloudevents":  # the binary-mode head, up to the ce-id's value
-            self.head = post + _CLOUDEVENT_HEAD
+            self.head = post + _header_lines(CLOUDEVENT_HEADERS) + b"ce-id: "
         else:  # the envelope's head, up to its Content-Length's value
-            self.head = post + b"Content-Type: application/cloudevents+json\r\ncontent-length: "
+            self.head = post + _header_lines(ENVELOPE_HEADERS) + b"content-length: "
         self.timeout = 0.0
         self.series: dict[int, list[float]] = {}
         """The request metrics' series of each status answered."""
@@ -115,6 +111,11 @@ class Plan:
         """Eventgateway mode: the request (without its body), for writing the response."""
 
 
+def _header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Header lines as the upstream pool writes them."""
+    return b"".join(b"%s: %s\r\n" % header for header in headers)
+
+
 def parse_head(head: bytes) -> tuple[bytes, bytes, bytes, int] | None:
     """Method, target, header lines and body size of a head that may be the lane's."""
     match = _REQUEST.fullmatch(head)
@@ -129,19 +130,12 @@ def parse_head(head: bytes) -> tuple[bytes, bytes, bytes, int] | None:
         or _UNUSUAL.search(lowered) is not None
     ):
         return None
-    length_at = lowered.find(b"\r\ncontent-length:")
-    if length_at < 0:
-        return None if method in BODY_METHODS else (method, target, lines, 0)
-    end = lowered.find(b"\r\n", length_at + 17)
-    value = lowered[length_at + 17 : end if end >= 0 else len(lowered)].strip(b" \t")
-    if (
-        method not in BODY_METHODS
-        or not value.isdigit()
-        or not 0 < int(value) <= MAX_BODY
-        or (end >= 0 and lowered.find(b"\r\ncontent-length:", end) >= 0)
-    ):
+    length = content_length(lowered)
+    if length == -1 and method not in BODY_METHODS:
+        return method, target, lines, 0
+    if length is None or method not in BODY_METHODS or not 0 < length <= MAX_BODY:
         return None
-    return method, target, lines, int(value)
+    return method, target, lines, length
 
 
 def proxy_plan(lane: LaneRoute, method: bytes, target: bytes, lines: bytes, size: int) -> Plan:

@@ -114,38 +114,7 @@ class Passthrough:
             return False
         exchange = Exchange(self, conn, plan, head, body)
         conn.lane_begin()
-        envelope = plan.envelope
-        event_data = plan.event_data
-        if envelope is not None:
-            payload = b"".join(
-                (
-                    envelope[0],
-                    uuid4_text().encode(),
-                    envelope[1],
-                    now_rfc3339().encode(),
-                    envelope[2],
-                    orjson.dumps(normalize_body(body, plan.content_type)) if body else _NO_BODY,
-                    envelope[3],
-                )
-            )
-            request = b"%s%d\r\n\r\n%s" % (lane.head, len(payload), payload)
-        elif event_data is not None:
-            payload = b"".join(
-                (
-                    event_data[0],
-                    orjson.dumps(normalize_body(body, plan.content_type)) if body else _NO_BODY,
-                    event_data[1],
-                )
-            )
-            request = b"%s%s\r\nce-time: %s\r\ncontent-length: %d\r\n\r\n%s" % (
-                lane.head,
-                uuid4_text().encode(),
-                now_rfc3339().encode(),
-                len(payload),
-                payload,
-            )
-        else:
-            request = plan.head_start + conn.forwarded_for + plan.head_end + body
+        request = _function_request(plan, conn, body)
         if not upstream.send_raw(
             request, plan.head_only, exchange, upstream.loop.time() + lane.timeout
         ):
@@ -221,6 +190,39 @@ class Passthrough:
         return reply
 
 
+def _function_request(plan: Plan, conn: "Connection", body: bytes) -> bytes:
+    """What goes to the function for a request: the plan, and what changes per request (the
+    client's address; the event's id, time and body)."""
+    lane = plan.lane
+    envelope = plan.envelope
+    event_data = plan.event_data
+    if envelope is None and event_data is None:  # proxy mode
+        return plan.head_start + conn.forwarded_for + plan.head_end + body
+    data_body = orjson.dumps(normalize_body(body, plan.content_type)) if body else _NO_BODY
+    if envelope is not None:
+        payload = b"".join(
+            (
+                envelope[0],
+                uuid4_text().encode(),
+                envelope[1],
+                now_rfc3339().encode(),
+                envelope[2],
+                data_body,
+                envelope[3],
+            )
+        )
+        return b"%s%d\r\n\r\n%s" % (lane.head, len(payload), payload)
+    assert event_data is not None
+    payload = event_data[0] + data_body + event_data[1]
+    return b"%s%s\r\nce-time: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+        lane.head,
+        uuid4_text().encode(),
+        now_rfc3339().encode(),
+        len(payload),
+        payload,
+    )
+
+
 _UNKNOWN_ROUTE = LaneRoute.__new__(LaneRoute)
 """Not yet worked out (`_routes.get` default)."""
 _UNKNOWN = Plan.__new__(Plan)
@@ -293,32 +295,23 @@ class Exchange:
             ),
             not draining,
         )
-        lane = plan.lane
-        series = lane.series.get(status)
-        if series is None:
-            series = self._series(status)
-        passthrough.stats.count(series, time.perf_counter() - self._started)
+        self._count(status)
 
     def _count(self, status: int) -> None:
-        """Count the answer in the request metrics."""
-        series = self._plan.lane.series.get(status)
-        if series is None:
-            series = self._series(status)
-        self._passthrough.stats.count(series, time.perf_counter() - self._started)
-
-    def _series(self, status: int) -> list[float]:
-        """The request metrics' series of this request's route and `status`, kept on the
-        route for the next."""
+        """Count the answer in the request metrics (in its route's series for `status`, made
+        the first time)."""
         lane = self._plan.lane
-        target = lane.target
-        series = lane.series[status] = self._passthrough.stats.series_of(
-            METHOD_NAMES[self._head[: self._head.find(b" ")]],
-            lane.route.label,
-            target.function_id,
-            target.space,
-            status,
-        )
-        return series
+        series = lane.series.get(status)
+        if series is None:
+            target = lane.target
+            series = lane.series[status] = self._passthrough.stats.series_of(
+                METHOD_NAMES[self._head[: self._head.find(b" ")]],
+                lane.route.label,
+                target.function_id,
+                target.space,
+                status,
+            )
+        self._passthrough.stats.count(series, time.perf_counter() - self._started)
 
     def raw_failed(self, upstream: UpstreamConnection, error: UpstreamError) -> None:
         request = self.request()

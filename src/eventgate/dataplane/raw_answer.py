@@ -53,7 +53,7 @@ class AnswerHeads:
         if match is not None and status_line is not None:
             lines = match.group(2)
             lowered = lines.lower()
-            length = _content_length(lowered)
+            length = content_length(lowered)
             if length is not None and _ODD.search(lowered) is None:
                 for name in self._dropped:
                     at = lowered.find(name)
@@ -100,8 +100,8 @@ def normal_lines(lines: bytes) -> bytes:
     return b"".join(normal)
 
 
-def _content_length(lowered: bytes) -> int | None:
-    """The Content-Length of an answer's header lines (lower-cased): -1 for none, None for
+def content_length(lowered: bytes) -> int | None:
+    """The Content-Length of a message's header lines (lower-cased): -1 for none, None for
     more than one or one that is not a number."""
     at = lowered.find(b"\r\ncontent-length:")
     if at < 0:

@@ -34,7 +34,15 @@ _HOST_ONLY = frozenset((b"host",))
 _NAME = itemgetter(0)
 _PROTO = (b"x-forwarded-proto", b"http")
 _ADDRESSES: dict[str, tuple[bytes, bytes]] = {}
-_ENVELOPE_HEADERS = [(b"Content-Type", b"application/cloudevents+json")]
+ENVELOPE_HEADERS: Headers = [(b"Content-Type", b"application/cloudevents+json")]
+"""An eventgateway-mode call's headers (the pool adds Host and Content-Length)."""
+CLOUDEVENT_HEADERS = (
+    (b"content-type", b"application/json"),
+    (b"ce-specversion", b"1.0"),
+    (b"ce-type", HTTP_EVENT_TYPE.encode()),
+    (b"ce-source", SOURCE.encode()),
+)
+"""A cloudevents-mode call's headers before its `ce-id` and `ce-time`."""
 _TEXT_PLAIN = (b"Content-Type", b"text/plain; charset=utf-8")
 _JSON = (b"Content-Type", b"application/json")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -75,19 +83,16 @@ class HttpCaller:
         reply = await self.upstream.request(
             "POST",
             target.url,
-            headers=_ENVELOPE_HEADERS,
+            headers=ENVELOPE_HEADERS,
             body=payload,
-            timeout=target.timeout or self.default_timeout,
+            timeout=self.timeout(target),
         )
         return await function_reply(reply)
 
     async def _cloudevents(self, target: HttpTarget, request: Request, params: Params) -> Response:
         body = await request.body.read()
         headers = [
-            (b"content-type", b"application/json"),
-            (b"ce-specversion", b"1.0"),
-            (b"ce-type", HTTP_EVENT_TYPE.encode()),
-            (b"ce-source", SOURCE.encode()),
+            *CLOUDEVENT_HEADERS,
             (b"ce-id", uuid4_text().encode()),
             (b"ce-time", now_rfc3339().encode()),
         ]
@@ -97,7 +102,7 @@ class HttpCaller:
             target.url,
             headers=headers,
             body=payload,
-            timeout=target.timeout or self.default_timeout,
+            timeout=self.timeout(target),
         )
         return await passthrough(reply)
 
@@ -112,7 +117,7 @@ class HttpCaller:
             headers=forwarded_headers(request),
             body=b"" if body is EMPTY_BODY or not has_body(request.headers) else body,
             target=path,
-            timeout=target.timeout or self.default_timeout,
+            timeout=self.timeout(target),
         )
         if reply.complete and not reply.listed:  # the usual small answer, as it is
             return Response(reply.status, reply.headers, reply.take_body())
