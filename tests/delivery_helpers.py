@@ -62,6 +62,22 @@ class Recorder:
         return 200, [], b"ok"
 
 
+class HangsOnce:
+    """A function's answer that hangs on its first call until its `backend` (set once that
+    serves it) closes, and answers 200 to every later call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.backend: Backend | None = None
+
+    async def __call__(self, request: Received) -> Reply:
+        self.calls += 1
+        if self.calls == 1:
+            assert self.backend is not None
+            await self.backend.release.wait()
+        return 200, [], b""
+
+
 async def wait_for(
     condition: Callable[[], Awaitable[object] | object],
     what: str,

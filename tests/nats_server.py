@@ -6,8 +6,6 @@ give each test its own bus name (`NatsQueue.open(..., name=...)`) so streams nev
 """
 
 import shutil
-import signal
-import socket
 import subprocess
 import sysconfig
 import uuid
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port, wait_until
+from tests.processes import accepts_connections, check_running, free_port, stop_process, wait_until
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -67,24 +65,11 @@ class NatsServer:
         return self
 
     def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"nats-server exited early:\n{self.log_path.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
+        check_running(self.process, "nats-server", self.log_path)
+        return accepts_connections(self.port)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT)
         self.process = None
 
 

@@ -31,12 +31,32 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def _accepts_connections(port: int) -> bool:
+def accepts_connections(port: int) -> bool:
+    """Whether something listens on loopback `port`."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
     except OSError:
         return False
     return True
+
+
+def check_running(process: "subprocess.Popen[bytes] | None", name: str, log_path: Path) -> None:
+    """Fail, with its log, if a server process being waited for has exited."""
+    assert process is not None
+    if process.poll() is not None:
+        raise AssertionError(f"{name} exited early:\n{log_path.read_text()}")
+
+
+def stop_process(process: "subprocess.Popen[bytes] | None", timeout: float) -> None:
+    """SIGTERM, as an orderly shutdown; SIGKILL if it lingers past `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class EventgateProcess:
@@ -74,9 +94,7 @@ class EventgateProcess:
         return self
 
     def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"eventgate exited early:\n{self.log_path.read_text()}")
+        check_running(self.process, "eventgate", self.log_path)
         try:
             return httpx.get(f"{self.config_url}/v1/status", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -96,12 +114,7 @@ class EventgateProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process, 15)
 
 
 class EchoProcess:
@@ -121,7 +134,7 @@ class EchoProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        wait_until(lambda: _accepts_connections(self.port), STARTUP_TIMEOUT, "the echo function")
+        wait_until(lambda: accepts_connections(self.port), STARTUP_TIMEOUT, "the echo function")
 
     @property
     def url(self) -> str:

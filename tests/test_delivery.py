@@ -13,7 +13,7 @@ from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from cloudevents.v1 import conversion as sdk1_conversion
 from cloudevents.v1 import http as sdk1_http
 
-from tests.delivery_helpers import STRUCTURED, LocalNode, ce, wait_for
+from tests.delivery_helpers import STRUCTURED, HangsOnce, LocalNode, ce, wait_for
 from tests.gateway_backend import Answer, Backend, Received, Reply
 
 
@@ -311,16 +311,8 @@ async def test_retries_dead_letters_and_redrive(local_node: LocalNode) -> None:
 
 
 async def test_a_timeout_is_retried(local_node: LocalNode) -> None:
-    calls = 0
-
-    async def slow_once(request: Received) -> Reply:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await function.release.wait()
-        return 200, [], b""
-
-    function = await local_node.function(slow_once)
+    slow_once = HangsOnce()
+    slow_once.backend = await local_node.function(slow_once)
     await local_node.subscribe(delivery={"timeout": "PT0.2S", "backoffDelay": "PT0.01S"})
     await local_node.emit(ce("t1"))
     await wait_for(lambda: local_node.has_outcome("t1", "delivered"), "the retry to succeed")
@@ -420,19 +412,11 @@ async def test_legacy_0_1_events_and_subscription_validation(local_node: LocalNo
 
 async def test_stopping_releases_deliveries_in_flight_for_the_next_start(tmp_path: Path) -> None:
     node = await LocalNode(tmp_path / "node", drain_timeout=0.3).start()
-    calls = 0
-
-    async def hang_first(request: Received) -> Reply:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await function.release.wait()
-        return 200, [], b""
-
-    function = await node.function(hang_first)
+    hang_first = HangsOnce()
+    function = hang_first.backend = await node.function(hang_first)
     await node.subscribe(delivery={"timeout": "PT30S"})
     await node.emit(ce("h1"))
-    await wait_for(lambda: calls == 1, "the first attempt to start")
+    await wait_for(lambda: hang_first.calls == 1, "the first attempt to start")
     await node.close()  # the attempt is still in flight after the drain timeout: released
     replacement = await _serve_on(function.port, hang_first)
     again = await LocalNode(tmp_path / "node").start()

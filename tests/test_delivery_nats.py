@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import test_delivery
-from tests.delivery_helpers import LocalNode, ce, wait_for
-from tests.gateway_backend import Received, Reply
+from tests.delivery_helpers import HangsOnce, LocalNode, ce, wait_for
 from tests.nats_server import NatsServer, nats_server  # noqa: F401 - a fixture
 
 globals().update(
@@ -40,19 +39,11 @@ async def test_stopping_releases_deliveries_in_flight_to_another_node(
 ) -> None:
     bus = on_the_bus(nats_server)
     node = await LocalNode(tmp_path / "one", drain_timeout=0.3, **bus).start()
-    calls = 0
-
-    async def hang_first(request: Received) -> Reply:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await function.release.wait()
-        return 200, [], b""
-
-    function = await node.function(hang_first)
+    hang_first = HangsOnce()
+    function = hang_first.backend = await node.function(hang_first)
     await node.subscribe(delivery={"timeout": "PT30S"})
     await node.emit(ce("h1"))
-    await wait_for(lambda: calls == 1, "the first attempt to start")
+    await wait_for(lambda: hang_first.calls == 1, "the first attempt to start")
     other = await LocalNode(tmp_path / "two", **bus).start()  # its own config store: register
     try:
         await other.config.post(
@@ -66,7 +57,7 @@ async def test_stopping_releases_deliveries_in_flight_to_another_node(
         await wait_for(lambda: other.has_outcome("h1", "delivered"), "h1 delivered by the other")
         [attempt] = (await other.life("h1"))["subscriptions"][0]["attempts"]
         assert attempt["status"] == 200  # the released attempt was not counted
-        assert calls == 2
+        assert hang_first.calls == 2
     finally:
         function.release.set()
         await other.close()
