@@ -13,7 +13,6 @@ commit), while the dispatcher delivers at the same time. Figures:
 """
 
 import re
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from harness import Processes, post_json, run_wrk
+from queue_append import reference
 
 LUA = """
 math.randomseed(os.time())
@@ -58,26 +58,9 @@ end
 
 def sqlite_reference(directory: Path, seconds: float) -> dict[str, float]:
     """SQLite alone on the same disk: one INSERT per fsynced transaction, for `seconds`."""
-    connection = sqlite3.connect(directory / "reference.db", isolation_level=None)
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = FULL")
-    connection.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload BLOB)")
-    payload = b"x" * 160
-    latencies = []
-    start = time.perf_counter()
-    while (now := time.perf_counter()) - start < seconds:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("INSERT INTO rows (payload) VALUES (?)", (payload,))
-        connection.execute("COMMIT")
-        latencies.append(time.perf_counter() - now)
-    elapsed = time.perf_counter() - start
-    connection.close()
+    rate, latencies = reference(directory, seconds, b"x" * 160)
     cuts = statistics.quantiles(latencies, n=100)
-    return {
-        "commits_per_second": len(latencies) / elapsed,
-        "p50_ms": cuts[49] * 1000,
-        "p99_ms": cuts[98] * 1000,
-    }
+    return {"commits_per_second": rate, "p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000}
 
 
 def metric_total(config_port: int, name: str) -> float:
